@@ -1,0 +1,87 @@
+"""`openai`: one chat completion against an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from ..plugins.base import StepCall
+from .base import Builtin, BuiltinError, field_of, invalid_input, schema
+from .messages import MESSAGE_SCHEMA
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-3.5-turbo"
+TIMEOUT_SECS = 120.0
+
+
+def _request_body(call: StepCall) -> dict[str, Any]:
+    messages = field_of(call, "messages", "array")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in (
+            "system", "user", "assistant",
+        ) or not isinstance(message.get("content"), str):  # fmt: skip
+            raise invalid_input(f"messages[{i}] must be {{role: system|user|assistant, content}}")
+    body: dict[str, Any] = {
+        "model": field_of(call, "model", "string", required=False) or DEFAULT_MODEL,
+        "messages": messages,
+    }
+    max_tokens = field_of(call, "max_tokens", "integer", required=False)
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    temperature = field_of(call, "temperature", "number", required=False)
+    if temperature is not None:
+        body["temperature"] = temperature
+    return body
+
+
+async def _openai(call: StepCall) -> Any:
+    body = _request_body(call)
+    api_key = field_of(call, "api_key", "string", required=False) or os.environ.get(
+        "OPENAI_API_KEY"
+    )
+    if not api_key:
+        raise invalid_input("no API key: set 'api_key' in the input or OPENAI_API_KEY")
+    base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    url = base_url.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT_SECS) as client:
+            response = await client.post(url, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise BuiltinError("RESOURCE_UNAVAILABLE", f"request to {url} failed: {exc}") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        raise BuiltinError(
+            "RESOURCE_UNAVAILABLE", f"{url} answered {response.status_code}: {response.text[:200]}"
+        )
+    if response.status_code >= 400:
+        raise BuiltinError(
+            "COMPONENT_FAILED", f"{url} answered {response.status_code}: {response.text[:200]}"
+        )
+    try:
+        choices = response.json().get("choices") or []
+    except ValueError:
+        raise BuiltinError("COMPONENT_FAILED", f"{url} answered with invalid JSON") from None
+    content = ""
+    if choices and isinstance(choices[0], dict):
+        content = (choices[0].get("message") or {}).get("content") or ""
+    return {"response": content}
+
+
+OPENAI = Builtin(
+    "openai",
+    "Sends chat messages to an OpenAI-compatible API and returns the reply.",
+    _openai,
+    schema(
+        {
+            "messages": {"type": "array", "items": MESSAGE_SCHEMA},
+            "max_tokens": {"type": "integer"},
+            "temperature": {"type": "number"},
+            "api_key": {"type": "string"},
+            "model": {"type": "string"},
+        },
+        ["messages"],
+    ),
+    schema({"response": {"type": "string"}}, ["response"]),
+)

@@ -1,0 +1,64 @@
+"""Logging set-up for the CLI: text or JSON lines, to stderr (default), stdout or a file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from ..errors import UserError
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; context fields (run_id, step_id, ...) come from `extra`."""
+
+    CONTEXT_KEYS = ("run_id", "step_id", "node_id", "trace_id", "span_id")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in self.CONTEXT_KEYS:
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _level(name: str, flag: str) -> int:
+    value = logging.getLevelName(name.upper())
+    if not isinstance(value, int):
+        raise UserError(f"unknown log level '{name}' (use trace, debug, info, warn, error)", flag)
+    return value
+
+
+def configure_logging(
+    *, level: str, other_level: str, destination: str, fmt: str, log_file: str | None
+) -> None:
+    level = {"warn": "warning", "trace": "debug"}.get(level.lower(), level)
+    other_level = {"warn": "warning", "trace": "debug"}.get(other_level.lower(), other_level)
+    handler: logging.Handler
+    if destination == "file":
+        if not log_file:
+            raise UserError("--log-destination file needs --log-file")
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    elif destination == "stdout":
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_level(other_level, "--other-log-level"))
+    logging.getLogger("stepflow").setLevel(_level(level, "--log-level"))

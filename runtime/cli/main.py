@@ -1,0 +1,97 @@
+"""The `stepflow` command: global options, error handling and the subcommands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ..errors import UserError
+from .logs import configure_logging
+
+VERSION = "0.1.0"
+
+
+class StepflowGroup(click.Group):
+    """Turns a UserError into one line on stderr and exit code 1 (a traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            if ctx.meta.get("stepflow.debug"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            for note in exc.notes:
+                click.echo(f"  {note}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=StepflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, "-V", "--version", prog_name="stepflow")
+@click.option("--log-level", envvar="STEPFLOW_LOG_LEVEL", default="info", show_default=True)
+@click.option("--other-log-level", envvar="STEPFLOW_OTHER_LOG_LEVEL", default="warning")
+@click.option(
+    "--log-destination",
+    envvar="STEPFLOW_LOG_DESTINATION",
+    type=click.Choice(["stdout", "stderr", "file", "otlp"]),
+    default="stderr",
+    show_default=True,
+)
+@click.option(
+    "--log-format",
+    envvar="STEPFLOW_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--log-file", envvar="STEPFLOW_LOG_FILE", type=click.Path())
+@click.option("--trace-enabled", envvar="STEPFLOW_TRACE_ENABLED", is_flag=True)
+@click.option("--metrics-enabled", envvar="STEPFLOW_METRICS_ENABLED", is_flag=True)
+@click.option("--otlp-endpoint", envvar="STEPFLOW_OTLP_ENDPOINT")
+@click.option("--omit-stack-trace", is_flag=True, help="Accepted for upstream compatibility.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    log_level: str,
+    other_log_level: str,
+    log_destination: str,
+    log_format: str,
+    log_file: str | None,
+    trace_enabled: bool,
+    metrics_enabled: bool,
+    otlp_endpoint: str | None,
+    omit_stack_trace: bool,
+    debug: bool,
+) -> None:
+    """Run Stepflow workflows."""
+    ctx.meta["stepflow.debug"] = debug
+    configure_logging(
+        level=log_level,
+        other_level=other_log_level,
+        destination=log_destination,
+        fmt=log_format,
+        log_file=log_file,
+    )
+
+
+def _register() -> None:
+    from . import components_cmd, run_cmd, test_cmd, validate_cmd, visualize_cmd
+
+    for module in (run_cmd, test_cmd, validate_cmd, visualize_cmd, components_cmd):
+        cli.add_command(module.command)
+
+
+def main() -> None:
+    _register()
+    try:
+        cli.main(prog_name="stepflow", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("Interrupted", err=True)
+        sys.exit(130)
+
+
+logging.getLogger("stepflow").addHandler(logging.NullHandler())

@@ -1,0 +1,106 @@
+"""`stepflow run`: load, validate and run a flow in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..engine import Runtime, RunOutcome
+from ..errors import UserError
+from ..executor import RunObserver
+from ..jsonfmt import dumps_compact
+from ..overrides import apply_overrides
+from ..progress import ProgressDisplay
+from ..variables import env_variables, redact
+from .diagnostics import has_errors, print_diagnostics
+from .options import (
+    PATH,
+    config_option,
+    input_options,
+    output_option,
+    override_options,
+    read_inputs,
+    read_object,
+    variable_options,
+)
+from .output import write_lines, write_result
+from .session import load_flow_and_config, validate_static
+
+log = logging.getLogger("stepflow.cli")
+
+
+@click.command("run")
+@click.option("--flow", "flow_path", type=PATH, required=True, help="The flow file.")
+@config_option
+@input_options
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=10, show_default=True)
+@variable_options
+@override_options
+@output_option
+def command(
+    flow_path: Path,
+    config_path: Path | None,
+    input_file: Path | None,
+    input_json: str | None,
+    input_yaml: str | None,
+    stdin_format: str,
+    inputs_file: Path | None,
+    max_concurrency: int,
+    variables_file: Path | None,
+    variables_json: str | None,
+    variables_yaml: str | None,
+    env_variables_flag: bool,
+    overrides_file: Path | None,
+    overrides_json: str | None,
+    overrides_yaml: str | None,
+    output_file: Path | None,
+) -> None:
+    """Run a flow locally and print its result."""
+    flow, config = load_flow_and_config(flow_path, config_path)
+    overrides = read_object("overrides", overrides_file, overrides_json, overrides_yaml)
+    flow = apply_overrides(flow, overrides)
+    variables = read_object("variables", variables_file, variables_json, variables_yaml) or {}
+    if env_variables_flag:
+        variables.update(env_variables(flow, variables))
+    inputs, batch = read_inputs(input_file, input_json, input_yaml, stdin_format, inputs_file)
+    diagnostics = validate_static(flow, config)
+    if has_errors(diagnostics):
+        print_diagnostics(diagnostics, sys.stderr)
+        raise UserError("validation failed", str(flow_path))
+    if variables:
+        log.debug("variables: %s", dumps_compact(redact(flow, variables)))
+    observers: list[RunObserver] = []
+    if ProgressDisplay.wanted():
+        observers.append(ProgressDisplay(len(inputs)))
+    if batch:
+        click.echo(f"Running batch with {len(inputs)} inputs", err=True)
+    outcome = asyncio.run(_run(config, flow, inputs, variables, max_concurrency, observers))
+    click.echo(f"run_id: {outcome.run_id.replace('-', '')}", err=True)
+    if batch:
+        write_lines([r.to_json() for r in outcome.results], output_file)
+        where = f'. Results written to "{output_file}"' if output_file else ""
+        click.echo(f"Batch execution completed with {len(outcome.results)} results{where}", err=True)
+        return
+    [result] = outcome.results
+    write_result(result.to_json(), output_file)
+    if not result.ok:
+        sys.exit(1)
+
+
+async def _run(
+    config: Any,
+    flow: Any,
+    inputs: list[Any],
+    variables: dict[str, Any],
+    max_concurrency: int,
+    observers: list[RunObserver],
+) -> RunOutcome:
+    async with Runtime(config, observers=observers) as runtime:
+        return await runtime.run(
+            flow, inputs, variables=variables, max_concurrency=max_concurrency
+        )
