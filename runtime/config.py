@@ -131,7 +131,7 @@ def parse_config(doc: Any, source: str, base_dir: FsPath) -> Config:
         if prefix != "/" and (not prefix.startswith("/") or "/" in prefix[1:] or "{" in prefix):
             raise err(
                 f"routes.{prefix}",
-                f'Invalid prefix \'{prefix}\': must be "/" or a single-segment prefix like '
+                f"Invalid prefix '{prefix}': must be \"/\" or a single-segment prefix like "
                 '"/python" (no nested segments)',
             )
     storage = doc.get("storageConfig")

@@ -9,7 +9,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .blobs import BlobStore, FileBlobStore, MemoryBlobStore
@@ -112,9 +111,7 @@ class Runtime:
             max_concurrency=max_concurrency,
             observers=[*self.observers, *extra_observers],
         )
-        return RunExecution(
-            tree, flow, inputs, run_id=run_id, flow_id=flow_id, variables=variables
-        )
+        return RunExecution(tree, flow, inputs, run_id=run_id, flow_id=flow_id, variables=variables)
 
     async def run(self, flow: Any, inputs: list[Any], **kwargs: Any) -> RunOutcome:
         execution = self.new_run(flow, inputs, **kwargs)

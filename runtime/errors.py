@@ -55,7 +55,7 @@ class FlowError:
         message = value.get("message", "")
         if not isinstance(message, str):
             raise ValueError(f"{where}.message: expected a string")
-        return FlowError(code, message, value["data"] if "data" in value else _MISSING)
+        return FlowError(code, message, value.get("data", _MISSING))
 
 
 @dataclass(frozen=True)

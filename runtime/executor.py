@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from .blobs import BlobStore
 from .config import RetryConfig
@@ -28,7 +28,7 @@ from .expressions import Env
 from .ids import new_id
 from .model import Flow, Step
 from .plugins.base import StepCall
-from .routing import Router, RoutingError
+from .routing import Route, Router, RoutingError
 
 log = logging.getLogger("stepflow.executor")
 
@@ -289,7 +289,7 @@ class RunExecution:
             await asyncio.sleep(delay)
 
     async def _attempt(
-        self, index: int, step: Step, value: Any, state: _StepState, route: Any
+        self, index: int, step: Step, value: Any, state: _StepState, route: Route
     ) -> FlowResult:
         call = StepCall(
             run_id=self.run_id,
@@ -335,9 +335,7 @@ class RunExecution:
         self, flow: Flow, inputs: list[Any], max_concurrency: int | None
     ) -> list[FlowResult]:
         """Run a nested flow in this tree; the waiting step gives up its slots meanwhile."""
-        child = RunExecution(
-            self.tree, flow, inputs, parent=self, max_concurrency=max_concurrency
-        )
+        child = RunExecution(self.tree, flow, inputs, parent=self, max_concurrency=max_concurrency)
         for limiter in self.limiters:
             limiter.release()
         try:

@@ -96,9 +96,7 @@ class StepRef(Expr):
         if result is None and env.known_steps is not None and self.step_id not in env.known_steps:
             return _expression_failure(f"Unknown step: {self.step_id}")
         if result is None:
-            return FlowResult.failure(
-                "ORCHESTRATOR_ERROR", f"Step {self.step_id} not completed"
-            )
+            return FlowResult.failure("ORCHESTRATOR_ERROR", f"Step {self.step_id} not completed")
         if not result.ok or result.value is None or self.path.is_root:
             return result
         value = self.path.lookup(result.value)

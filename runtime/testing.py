@@ -111,7 +111,9 @@ def results_match(expected: Any, actual: Any) -> bool:
         "message"
     ):
         return False
-    return "data" not in exp_err or ("data" in act_err and partial_match(exp_err["data"], act_err["data"]))
+    return "data" not in exp_err or (
+        "data" in act_err and partial_match(exp_err["data"], act_err["data"])
+    )
 
 
 def _test_config(flow: Flow, flow_path: Path, options: TestOptions) -> Config:

@@ -60,8 +60,9 @@ def _check_steps(flow: Flow) -> list[Diagnostic]:
         elif step.id in seen:
             out.append(Diagnostic(3000, f"Duplicate step ID '{step.id}'", f"{where}.id"))
         if not step.component or step.component == "/":
-            out.append(Diagnostic(2001, f"Empty component name in step '{step.id}'",
-                                  f"{where}.component"))  # fmt: skip
+            out.append(
+                Diagnostic(2001, f"Empty component name in step '{step.id}'", f"{where}.component")
+            )
         elif not step.component.startswith("/"):
             out.append(
                 Diagnostic(
@@ -75,11 +76,16 @@ def _check_steps(flow: Flow) -> list[Diagnostic]:
         referenced |= refs
         for ref in sorted(refs):
             if ref == step.id:
-                out.append(Diagnostic(3002, f"Step '{step.id}' references itself", f"{where}.input"))
+                out.append(
+                    Diagnostic(3002, f"Step '{step.id}' references itself", f"{where}.input")
+                )
             elif ref not in seen:
                 out.append(
-                    Diagnostic(3003, f"Step '{step.id}' references undefined step '{ref}'",
-                               f"{where}.input")  # fmt: skip
+                    Diagnostic(
+                        3003,
+                        f"Step '{step.id}' references undefined step '{ref}'",
+                        f"{where}.input",
+                    )
                 )
         out += _check_subflow_literals(step.input, step.id, f"{where}.input")
         seen.setdefault(step.id, step.index)
@@ -88,8 +94,11 @@ def _check_steps(flow: Flow) -> list[Diagnostic]:
     for step in flow.steps:
         if step.id and step.id not in referenced:
             out.append(
-                Diagnostic(1000, f"Step '{step.id}' is not reachable from the output",
-                           f"$.steps[{step.index}]")  # fmt: skip
+                Diagnostic(
+                    1000,
+                    f"Step '{step.id}' is not reachable from the output",
+                    f"$.steps[{step.index}]",
+                )
             )
     return out
 
@@ -153,8 +162,13 @@ def _check_config(flow: Flow, config: Config) -> list[Diagnostic]:
         for rule in config.routes.get(prefix, []):
             plugin = config.plugins.get(rule.plugin) or {}
             if plugin.get("type") == "mock":
-                out.append(Diagnostic(1500, f"Step '{step.id}' uses a mock component",
-                                      f"$.steps[{step.index}].component"))  # fmt: skip
+                out.append(
+                    Diagnostic(
+                        1500,
+                        f"Step '{step.id}' uses a mock component",
+                        f"$.steps[{step.index}].component",
+                    )
+                )
                 break
     return out
 
@@ -169,13 +183,14 @@ def _check_routes(flow: Flow, router: Router) -> list[Diagnostic]:
             router.resolve(step.component, None, static=True)
         except RoutingError as exc:
             out.append(
-                Diagnostic(2201, f"Unknown component '{step.component}' in step '{step.id}': {exc}",
-                           f"$.steps[{step.index}].component")  # fmt: skip
+                Diagnostic(
+                    2201,
+                    f"Unknown component '{step.component}' in step '{step.id}': {exc}",
+                    f"$.steps[{step.index}].component",
+                )
             )
     return out
 
 
 def is_flow_document(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("schema") == FLOW_SCHEMA_URL
-
-

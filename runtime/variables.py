@@ -31,6 +31,4 @@ def env_variables(flow: Flow, supplied: Mapping[str, Any]) -> dict[str, Any]:
 def redact(flow: Flow, variables: Mapping[str, Any]) -> dict[str, Any]:
     """Variables as they may appear in logs: secret ones replaced by `[REDACTED]`."""
     specs = flow.variables()
-    return {
-        k: REDACTED if k in specs and specs[k].is_secret else v for k, v in variables.items()
-    }
+    return {k: REDACTED if k in specs and specs[k].is_secret else v for k, v in variables.items()}

@@ -10,7 +10,18 @@ from .subflows import EVAL, ITERATE, MAP, NestedFailure
 
 BUILTINS: dict[str, Builtin] = {
     b.name: b
-    for b in (CREATE_MESSAGES, EVAL, GET_BLOB, ITERATE, LOAD_FILE, MAP, NOOP, OPENAI, PUT_BLOB, SLEEP)
+    for b in (
+        CREATE_MESSAGES,
+        EVAL,
+        GET_BLOB,
+        ITERATE,
+        LOAD_FILE,
+        MAP,
+        NOOP,
+        OPENAI,
+        PUT_BLOB,
+        SLEEP,
+    )
 }
 
 __all__ = ["BUILTINS", "Builtin", "BuiltinError", "NestedFailure"]

@@ -37,8 +37,10 @@ PUT_BLOB = Builtin(
     "put_blob",
     "Stores JSON data as a content-addressed blob and returns its id.",
     _put_blob,
-    schema({"data": {}, "blob_type": {"type": "string", "enum": list(BLOB_TYPES)}},
-           ["data", "blob_type"]),  # fmt: skip
+    schema(
+        {"data": {}, "blob_type": {"type": "string", "enum": list(BLOB_TYPES)}},
+        ["data", "blob_type"],
+    ),
     schema({"blob_id": BLOB_ID_SCHEMA}, ["blob_id"]),
 )
 GET_BLOB = Builtin(

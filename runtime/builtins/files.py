@@ -59,8 +59,9 @@ LOAD_FILE = Builtin(
     "load_file",
     "Loads a JSON, YAML or text file (relative paths from the working directory).",
     _load_file,
-    schema({"path": {"type": "string"}, "format": {"type": "string", "enum": list(FORMATS)}},
-           ["path"]),  # fmt: skip
+    schema(
+        {"path": {"type": "string"}, "format": {"type": "string", "enum": list(FORMATS)}}, ["path"]
+    ),
     schema(
         {
             "data": {},

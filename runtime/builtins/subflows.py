@@ -92,7 +92,11 @@ MAP = Builtin(
     "Runs a flow once per item, concurrently, and collects the results in order.",
     _map,
     schema(
-        {"workflow": FLOW_SCHEMA, "items": {"type": "array"}, "max_concurrency": {"type": "integer"}},
+        {
+            "workflow": FLOW_SCHEMA,
+            "items": {"type": "array"},
+            "max_concurrency": {"type": "integer"},
+        },
         ["workflow", "items"],
     ),
     schema(

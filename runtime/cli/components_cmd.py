@@ -12,7 +12,7 @@ import click
 from ..config import discover_config
 from ..engine import Runtime
 from ..yaml12 import dump_yaml
-from .options import PATH, config_option
+from .options import config_option
 
 
 def _bool(value: str | None) -> bool | None:
@@ -57,7 +57,10 @@ def _pretty(entries: list[dict[str, Any]], schemas: bool) -> str:
         else:
             lines.append("  Available Routes: None")
         if schemas:
-            for key, title in (("input_schema", "Input Schema"), ("output_schema", "Output Schema")):
+            for key, title in (
+                ("input_schema", "Input Schema"),
+                ("output_schema", "Output Schema"),
+            ):
                 if e[key] is not None:
                     lines.append(f"  {title}:")
                     text = json.dumps(e[key], indent=2, ensure_ascii=False)

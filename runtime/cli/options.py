@@ -100,7 +100,9 @@ def read_inputs(
         return read_jsonl(value), True
     if kind == "input":
         return [read_document(value)], False
-    return [_inline(value, "json" if kind == "input_json" else "yaml", "--" + kind.replace("_", "-"))], False
+    return [
+        _inline(value, "json" if kind == "input_json" else "yaml", "--" + kind.replace("_", "-"))
+    ], False
 
 
 def read_jsonl(path: Path) -> list[Any]:
@@ -115,20 +117,26 @@ def read_jsonl(path: Path) -> list[Any]:
         try:
             values.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise UserError(f"Failed to parse input at line {number}: {exc.msg}", str(path)) from None
+            raise UserError(
+                f"Failed to parse input at line {number}: {exc.msg}", str(path)
+            ) from None
     return values
 
 
 def read_object(kind: str, file: Path | None, as_json: str | None, as_yaml: str | None) -> Any:
     """`--variables*` / `--overrides*`: at most one form; the value must be an object."""
-    chosen = _one_of(kind.capitalize(), **{kind: file, f"{kind}_json": as_json, f"{kind}_yaml": as_yaml})
+    chosen = _one_of(
+        kind.capitalize(), **{kind: file, f"{kind}_json": as_json, f"{kind}_yaml": as_yaml}
+    )
     if chosen is None:
         return None
     flag, value = chosen
     if flag == kind:
         data = read_document(value)
     else:
-        data = _inline(value, "json" if flag.endswith("json") else "yaml", "--" + flag.replace("_", "-"))
+        data = _inline(
+            value, "json" if flag.endswith("json") else "yaml", "--" + flag.replace("_", "-")
+        )
     if not isinstance(data, dict):
         raise UserError(f"{kind} must be an object", "--" + flag.replace("_", "-"))
     return data

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..engine import Runtime, RunOutcome
+from ..engine import RunOutcome, Runtime
 from ..errors import UserError
 from ..executor import RunObserver
 from ..jsonfmt import dumps_compact
@@ -84,7 +84,9 @@ def command(
     if batch:
         write_lines([r.to_json() for r in outcome.results], output_file)
         where = f'. Results written to "{output_file}"' if output_file else ""
-        click.echo(f"Batch execution completed with {len(outcome.results)} results{where}", err=True)
+        click.echo(
+            f"Batch execution completed with {len(outcome.results)} results{where}", err=True
+        )
         return
     [result] = outcome.results
     write_result(result.to_json(), output_file)
@@ -101,6 +103,4 @@ async def _run(
     observers: list[RunObserver],
 ) -> RunOutcome:
     async with Runtime(config, observers=observers) as runtime:
-        return await runtime.run(
-            flow, inputs, variables=variables, max_concurrency=max_concurrency
-        )
+        return await runtime.run(flow, inputs, variables=variables, max_concurrency=max_concurrency)

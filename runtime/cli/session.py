@@ -11,6 +11,7 @@ from ..plugins import create_plugin
 from ..routing import Router
 from ..validation import Diagnostic, validate
 
+
 def load_flow_and_config(flow_path: Path, config_path: Path | None) -> tuple[Flow, Config]:
     flow = load_flow(flow_path)
     config = discover_config(config_path, flow_path.parent)
@@ -32,5 +33,3 @@ def static_router(config: Config) -> Router | None:
 
 def validate_static(flow: Flow, config: Config) -> list[Diagnostic]:
     return validate(flow, config, static_router(config))
-
-
