@@ -36,8 +36,9 @@ test: lint unit conformance
 
 demo: install
 	$(VENV)/bin/stepflow run --flow examples/review-digest/flow.yaml \
-		--input examples/review-digest/input.json --config examples/review-digest/stepflow-config.yml
-	@echo
+		--input examples/review-digest/input.json --config examples/review-digest/stepflow-config.yml \
+		--output $(VENV)/demo-result.json
+	$(PY) -m json.tool $(VENV)/demo-result.json
 
 bench: install
 	$(PY) tests/bench/bench_engine.py
