@@ -306,6 +306,7 @@ class RunExecution:
             run_subflow=lambda flow, inputs, limit: self._run_subflow(flow, inputs, limit),
             route_params=route.rule.params,
             path_params=route.path_params,
+            plugin_config=route.plugin.config,
         )
         async with self._slot():
             try:

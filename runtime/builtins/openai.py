@@ -36,14 +36,24 @@ def _request_body(call: StepCall) -> dict[str, Any]:
     return body
 
 
-async def _openai(call: StepCall) -> Any:
-    body = _request_body(call)
-    api_key = field_of(call, "api_key", "string", required=False) or os.environ.get(
-        "OPENAI_API_KEY"
+def _endpoint(call: StepCall) -> tuple[str, str]:
+    """Base URL and key: input `api_key`, then the builtin plugin's `openai` config, then env."""
+    settings = call.plugin_config.get("openai") or {}
+    key_env = settings.get("apiKeyEnv") or "OPENAI_API_KEY"
+    api_key = (
+        field_of(call, "api_key", "string", required=False)
+        or settings.get("apiKey")
+        or os.environ.get(key_env)
     )
     if not api_key:
-        raise invalid_input("no API key: set 'api_key' in the input or OPENAI_API_KEY")
-    base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        raise invalid_input(f"no API key: set 'api_key' in the input or {key_env}")
+    base_url = settings.get("baseUrl") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    return base_url, api_key
+
+
+async def _openai(call: StepCall) -> Any:
+    body = _request_body(call)
+    base_url, api_key = _endpoint(call)
     url = base_url.rstrip("/") + "/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"}
     try:

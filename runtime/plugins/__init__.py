@@ -23,8 +23,8 @@ def _load_known_types() -> None:
 
 
 def create_plugin(name: str, config: dict[str, Any], working_dir: Path, source: str) -> Plugin:
-    if not PLUGIN_TYPES:
-        _load_known_types()
+    # Always (imports are cached): another module registering first must not hide the builtins.
+    _load_known_types()
     type_name = config.get("type")
     if type_name in UNSUPPORTED_TYPES:
         raise UserError(UNSUPPORTED_TYPES[str(type_name)], f"{source}: plugins.{name}.type")
@@ -34,7 +34,13 @@ def create_plugin(name: str, config: dict[str, Any], working_dir: Path, source: 
         raise UserError(
             f"unknown plugin type {type_name!r} (known: {known})", f"{source}: plugins.{name}.type"
         )
-    return factory(name, config, working_dir)
+    try:
+        return factory(name, config, working_dir)
+    except UserError as exc:
+        # Plugins name the field (`plugins.<name>...`); the user also needs the file.
+        if exc.where and not exc.where.startswith(source):
+            raise UserError(exc.message, f"{source}: {exc.where}", exc.notes) from None
+        raise
 
 
 __all__ = ["PLUGIN_TYPES", "ComponentInfo", "Plugin", "StepCall", "create_plugin"]

@@ -52,6 +52,8 @@ class StepCall:
     run_subflow: SubflowRunner
     route_params: dict[str, Any] = field(default_factory=dict)
     path_params: dict[str, str] = field(default_factory=dict)
+    # The serving plugin's config block (the builtin `openai` reads its endpoint settings here).
+    plugin_config: dict[str, Any] = field(default_factory=dict)
 
 
 class Plugin(ABC):
