@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -154,15 +155,19 @@ def _parse_rules(rules: Any, where: str, err: Any) -> list[RouteRule]:
         here = f"{where}[{i}]"
         if not isinstance(rule, dict) or not isinstance(rule.get("plugin"), str):
             raise err(here, "each route rule needs a 'plugin'")
+        raw_conditions = rule.get("conditions") or []
+        if not isinstance(raw_conditions, list):
+            raise err(f"{here}.conditions", "expected a list of {path, value} conditions")
         conditions = []
-        for j, cond in enumerate(rule.get("conditions") or []):
+        for j, cond in enumerate(raw_conditions):
             if not isinstance(cond, dict) or "path" not in cond:
                 raise err(f"{here}.conditions[{j}]", "a condition needs 'path' and 'value'")
             try:
                 conditions.append(Condition(parse_path(cond["path"]), cond.get("value")))
             except PathError as exc:
                 raise err(f"{here}.conditions[{j}].path", str(exc)) from None
-        allow = rule.get("componentAllow")
+        allow = _component_ids(rule.get("componentAllow"), f"{here}.componentAllow", err)
+        deny = _component_ids(rule.get("componentDeny"), f"{here}.componentDeny", err)
         locality = rule.get("locality") or "prefer"
         if locality not in ("prefer", "strict"):
             raise err(f"{here}.locality", "expected 'prefer' or 'strict'")
@@ -170,13 +175,32 @@ def _parse_rules(rules: Any, where: str, err: Any) -> list[RouteRule]:
             RouteRule(
                 plugin=rule["plugin"],
                 conditions=tuple(conditions),
-                component_allow=tuple(allow) if allow is not None else None,
-                component_deny=tuple(rule.get("componentDeny") or ()),
+                component_allow=allow,
+                component_deny=deny or (),
                 locality=locality,
                 params={k: v for k, v in rule.items() if k not in RULE_KEYS},
             )
         )
     return out
+
+
+def _component_ids(raw: Any, where: str, err: Any) -> tuple[str, ...] | None:
+    """`componentAllow`/`componentDeny`: a list of component ids (a bare string is an error)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        raise err(where, "expected a list of component ids")
+    return tuple(raw)
+
+
+def _backoff_number(raw: dict[str, Any], key: str, default: float, err: Any) -> float:
+    """One numeric backoff field; `null` means absent, anything but a number is an error."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise err(f"retry.backoff.{key}", "expected a non-negative number")
+    return value
 
 
 def _parse_retry(raw: Any, err: Any) -> RetryConfig:
@@ -196,9 +220,9 @@ def _parse_retry(raw: Any, err: Any) -> RetryConfig:
     assert isinstance(backoff_raw, dict)
     backoff = Backoff(
         kind=kind,
-        min_delay_ms=int(backoff_raw.get("minDelayMs", 1000)),
-        max_delay_ms=int(backoff_raw.get("maxDelayMs", 10000)),
-        factor=float(backoff_raw.get("factor", 2.0)),
-        delay_ms=int(backoff_raw.get("delayMs", 1000)),
+        min_delay_ms=int(_backoff_number(backoff_raw, "minDelayMs", 1000, err)),
+        max_delay_ms=int(_backoff_number(backoff_raw, "maxDelayMs", 10000, err)),
+        factor=float(_backoff_number(backoff_raw, "factor", 2.0, err)),
+        delay_ms=int(_backoff_number(backoff_raw, "delayMs", 1000, err)),
     )
     return RetryConfig(transport_max_retries=max_retries, backoff=backoff)
