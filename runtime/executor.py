@@ -1,7 +1,9 @@
 """Runs flows: the lazy scheduler, the concurrency cap, retries and sub-runs (flows.md §4).
 
-Every step attempt goes through `RunTree.dispatch`, the one place where observers (the journal,
-tracing, progress display) learn that a task started and how it ended.
+Every step attempt goes through `RunExecution._attempt`, the one dispatch place; observers (the
+journal, tracing, progress display) are awaited before a task is dispatched and before its result
+is acted on, so the journal can be first. A tree may start from a replayed journal (`recovered`):
+completed steps are not re-run, in-flight ones are re-dispatched with their task id.
 """
 
 from __future__ import annotations
@@ -29,10 +31,22 @@ from .ids import new_id
 from .model import Flow, Step
 from .plugins.base import StepCall
 from .routing import Route, Router, RoutingError
+from .state.replay import RunState, TreeState
+from .subflow_keys import subflow_key
 
 log = logging.getLogger("stepflow.executor")
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
+INTERRUPTED = "interrupted"  # drained before finishing (Ctrl-C); not terminal, resumable
+
+
+@dataclass(frozen=True)
+class SubflowOrigin:
+    """Where a sub-run came from: the parent step and its deterministic subflow key."""
+
+    item_index: int
+    step_index: int
+    subflow_key: str
 
 
 @dataclass(frozen=True)
@@ -53,8 +67,20 @@ class RunObserver:
     async def run_started(self, run: RunExecution) -> None:
         pass
 
+    async def steps_needed(
+        self, run: RunExecution, item_index: int, step_indices: Sequence[int]
+    ) -> None:
+        pass
+
     async def tasks_started(self, run: RunExecution, tasks: Sequence[TaskStart]) -> None:
         pass
+
+    async def tasks_completed(
+        self, run: RunExecution, item_index: int, finished: Sequence[tuple[Step, FlowResult]]
+    ) -> None:
+        """Steps of one item whose final results arrived together (one journal write)."""
+        for step, result in finished:
+            await self.task_completed(run, item_index, step, result)
 
     async def task_completed(
         self, run: RunExecution, item_index: int, step: Step, result: FlowResult
@@ -78,9 +104,18 @@ class RunTree:
     retry: RetryConfig
     max_concurrency: int
     observers: list[RunObserver] = field(default_factory=list)
+    recovered: TreeState | None = None
 
     def __post_init__(self) -> None:
         self.limiter = asyncio.Semaphore(max(1, self.max_concurrency))
+        # Set by `drain()`: start nothing new, let in-flight steps finish, leave the run resumable.
+        self.draining = False
+
+    def drain(self) -> None:
+        self.draining = True
+
+    def recovered_run(self, run_id: str) -> RunState | None:
+        return self.recovered.runs.get(run_id) if self.recovered else None
 
     async def notify_tasks_started(self, run: RunExecution, tasks: Sequence[TaskStart]) -> None:
         for obs in self.observers:
@@ -111,6 +146,7 @@ class RunExecution:
         flow_id: str | None = None,
         variables: dict[str, Any] | None = None,
         parent: RunExecution | None = None,
+        origin: SubflowOrigin | None = None,
         max_concurrency: int | None = None,
     ) -> None:
         self.tree = tree
@@ -120,6 +156,9 @@ class RunExecution:
         self.flow_id = flow_id
         self.variables = variables or {}
         self.parent = parent
+        self.origin = origin
+        self.max_concurrency = max_concurrency
+        self.recovered = tree.recovered_run(self.run_id)
         self.root: RunExecution = parent.root if parent else self
         own = (asyncio.Semaphore(max_concurrency),) if max_concurrency else ()
         self.limiters: tuple[asyncio.Semaphore, ...] = own + (
@@ -145,6 +184,9 @@ class RunExecution:
                 await asyncio.shield(obs.run_completed(self, CANCELLED))
             raise
         results = [r for r in self.results if r is not None]
+        if len(results) < len(self.inputs):
+            self.status = INTERRUPTED
+            return results
         self.status = FAILED if any(not r.ok for r in results) else COMPLETED
         for obs in self.tree.observers:
             await obs.run_completed(self, self.status)
@@ -167,30 +209,51 @@ class RunExecution:
         return [s for s in self.flow.steps if s.id in seen]
 
     async def _run_item(self, index: int) -> None:
-        results: dict[str, FlowResult] = {}
+        if self.recovered and index in self.recovered.item_results:
+            self.results[index] = self.recovered.item_results[index]
+            return
+        results, states = self._recovered_item(index)
         env = Env(
             self.inputs[index], results, self.variables, self._defaults, known_steps=self._known
         )
         running: dict[asyncio.Task[FlowResult], Step] = {}
-        states: dict[str, _StepState] = {}
+        announced: set[int] = set()
         try:
             while True:
-                progressed = await self._start_ready(index, env, running, states)
+                progressed = await self._start_ready(index, env, running, states, announced)
                 if progressed:
                     continue
                 if not running:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    step = running.pop(task)
-                    await self._finish_step(index, step, task.result(), results)
+                finished = [(running.pop(task), task.result()) for task in done]
+                finished.sort(key=lambda pair: pair[0].index)
+                await self._finish_steps(index, finished, results)
         finally:
             for task in running:
                 task.cancel()
+        if self.tree.draining and any(s.id not in results for s in self._demanded(env)):
+            return  # interrupted: no item result, the journal says what is left to do
         result = self._item_result(env)
         self.results[index] = result
         for obs in self.tree.observers:
             await obs.item_completed(self, index, result)
+
+    def _recovered_item(self, index: int) -> tuple[dict[str, FlowResult], dict[str, _StepState]]:
+        """Results and attempt counters of one item as the journal left them."""
+        results: dict[str, FlowResult] = {}
+        states: dict[str, _StepState] = {}
+        if self.recovered is None:
+            return results, states
+        steps = self.flow.steps
+        for (item, step_index), result in self.recovered.completed.items():
+            if item == index and step_index < len(steps):
+                results[steps[step_index].id] = result
+        for (item, step_index), attempt in self.recovered.attempts.items():
+            if item == index and step_index < len(steps):
+                task_id = self.recovered.in_flight.get((item, step_index)) or new_id()
+                states[steps[step_index].id] = _StepState(task_id=task_id, attempt=attempt)
+        return results, states
 
     async def _start_ready(
         self,
@@ -198,20 +261,28 @@ class RunExecution:
         env: Env,
         running: dict[asyncio.Task[FlowResult], Step],
         states: dict[str, _StepState],
+        announced: set[int],
     ) -> bool:
         """Start every demanded step whose inputs are ready; True if any step finished at once."""
+        if self.tree.draining:
+            return False
         active = {s.id for s in running.values()}
-        finished_now = False
+        demanded = self._demanded(env)
+        fresh = [s.index for s in demanded if s.index not in announced]
+        if fresh:
+            announced.update(fresh)
+            for obs in self.tree.observers:
+                await obs.steps_needed(self, index, fresh)
+        failed_inputs: list[tuple[Step, FlowResult]] = []
         starts: list[tuple[Step, Any, _StepState]] = []
-        for step in self._demanded(env):
+        for step in demanded:
             if step.id in env.results or step.id in active:
                 continue
             if step.input.needs(env) & self._known:
                 continue
             resolved = step.input.resolve(env)
             if not resolved.ok:
-                await self._finish_step(index, step, resolved, env.results)  # type: ignore[arg-type]
-                finished_now = True
+                failed_inputs.append((step, resolved))
                 continue
             state = states.setdefault(step.id, _StepState(task_id=new_id()))
             state.attempt += 1
@@ -223,17 +294,23 @@ class RunExecution:
             for step, value, state in starts:
                 task = asyncio.create_task(self._run_step(index, step, value, state))
                 running[task] = step
-        return finished_now
+        if failed_inputs:
+            await self._finish_steps(index, failed_inputs, env.results)  # type: ignore[arg-type]
+        return bool(failed_inputs)
 
     def _task_start(self, index: int, step: Step, state: _StepState) -> TaskStart:
         return TaskStart(self.run_id, index, step.index, step.id, state.attempt, state.task_id)
 
-    async def _finish_step(
-        self, index: int, step: Step, result: FlowResult, results: dict[str, FlowResult]
+    async def _finish_steps(
+        self,
+        index: int,
+        finished: Sequence[tuple[Step, FlowResult]],
+        results: dict[str, FlowResult],
     ) -> None:
         for obs in self.tree.observers:
-            await obs.task_completed(self, index, step, result)
-        results[step.id] = result
+            await obs.tasks_completed(self, index, finished)
+        for step, result in finished:
+            results[step.id] = result
 
     def _item_result(self, env: Env) -> FlowResult:
         result = self.flow.output.resolve(env)
@@ -303,7 +380,9 @@ class RunExecution:
             input=value,
             blobs=self.tree.blobs,
             working_dir=self.tree.working_dir,
-            run_subflow=lambda flow, inputs, limit: self._run_subflow(flow, inputs, limit),
+            run_subflow=lambda flow, inputs, limit: self._run_subflow(
+                flow, inputs, limit, index, step, state
+            ),
             route_params=route.rule.params,
             path_params=route.path_params,
             plugin_config=route.plugin.config,
@@ -333,10 +412,36 @@ class RunExecution:
                 limiter.release()
 
     async def _run_subflow(
-        self, flow: Flow, inputs: list[Any], max_concurrency: int | None
+        self,
+        flow: Flow,
+        inputs: list[Any],
+        max_concurrency: int | None,
+        index: int,
+        step: Step,
+        state: _StepState,
     ) -> list[FlowResult]:
-        """Run a nested flow in this tree; the waiting step gives up its slots meanwhile."""
-        child = RunExecution(self.tree, flow, inputs, parent=self, max_concurrency=max_concurrency)
+        """Run a nested flow in this tree; the waiting step gives up its slots meanwhile.
+
+        The sub-run's key is deterministic per (run, step, n-th sub-run of this execution), so a
+        step re-executed after recovery finds the sub-runs it started before the crash.
+        """
+        key = subflow_key(self.run_id, state.subflow_counter)
+        state.subflow_counter += 1
+        existing = None
+        if self.tree.recovered is not None:
+            existing = self.tree.recovered.subflows.get((self.run_id, index, step.index, key))
+        previous = self.tree.recovered_run(existing) if existing else None
+        if previous is not None and previous.status is not None:
+            return [previous.item_results[i] for i in range(len(inputs))]
+        child = RunExecution(
+            self.tree,
+            flow,
+            inputs,
+            run_id=existing,
+            parent=self,
+            origin=SubflowOrigin(index, step.index, key),
+            max_concurrency=max_concurrency,
+        )
         for limiter in self.limiters:
             limiter.release()
         try:

@@ -1,0 +1,1 @@
+"""Durable run state: journal events, the store interface and its backends."""
