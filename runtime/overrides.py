@@ -41,7 +41,9 @@ def apply_overrides(flow: Flow, overrides: Any, source: str = "overrides") -> Fl
             raise UserError(f"Step '{step_id}' not found in workflow", where)
         if not isinstance(override, dict) or not isinstance(override.get("value"), dict):
             raise UserError("an override needs a 'value' object", where)
-        kind = override.get("$type", "merge_patch")
+        kind = override.get("$type")
+        if kind is None:  # absent or explicit null (flows.md §1): the default
+            kind = "merge_patch"
         if kind != "merge_patch":
             raise UserError(f"override type {kind!r} is not supported (use merge_patch)", where)
         i = index[step_id]
