@@ -17,6 +17,7 @@ from .errors import FlowResult, UserError
 from .executor import RunExecution, RunObserver, RunTree
 from .plugins import ComponentInfo, Plugin, create_plugin
 from .routing import Router
+from .state.replay import TreeState
 
 log = logging.getLogger("stepflow.engine")
 DEFAULT_MAX_CONCURRENCY = 10
@@ -102,6 +103,7 @@ class Runtime:
         run_id: str | None = None,
         flow_id: str | None = None,
         extra_observers: Sequence[RunObserver] = (),
+        recovered: TreeState | None = None,
     ) -> RunExecution:
         tree = RunTree(
             router=self.router,
@@ -110,6 +112,7 @@ class Runtime:
             retry=self.config.retry,
             max_concurrency=max_concurrency,
             observers=[*self.observers, *extra_observers],
+            recovered=recovered,
         )
         return RunExecution(tree, flow, inputs, run_id=run_id, flow_id=flow_id, variables=variables)
 

@@ -46,6 +46,8 @@ async def _load_file(call: StepCall) -> Any:
     fmt = field_of(call, "format", "string", required=False)
     if fmt is not None and fmt not in FORMATS:
         raise invalid_input(f"field 'format' must be one of {', '.join(FORMATS)}")
+    if "\x00" in raw_path:
+        raise invalid_input("field 'path' must not contain NUL characters")
     path = Path(raw_path)
     if not path.is_absolute():
         path = call.working_dir / path

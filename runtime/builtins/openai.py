@@ -70,13 +70,26 @@ async def _openai(call: StepCall) -> Any:
             "COMPONENT_FAILED", f"{url} answered {response.status_code}: {response.text[:200]}"
         )
     try:
-        choices = response.json().get("choices") or []
+        reply = response.json()
     except ValueError:
         raise BuiltinError("COMPONENT_FAILED", f"{url} answered with invalid JSON") from None
-    content = ""
-    if choices and isinstance(choices[0], dict):
-        content = (choices[0].get("message") or {}).get("content") or ""
-    return {"response": content}
+    return {"response": _first_content(reply, url)}
+
+
+def _first_content(reply: Any, url: str) -> str:
+    """The first choice's message content ("" when there is none); other shapes are a failure."""
+    unexpected = BuiltinError("COMPONENT_FAILED", f"{url} answered with an unexpected reply shape")
+    choices = (reply.get("choices") or []) if isinstance(reply, dict) else None
+    if not isinstance(choices, list):
+        raise unexpected
+    first = choices[0] if choices else {}
+    message = (first.get("message") or {}) if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        raise unexpected
+    content = message.get("content") or ""
+    if not isinstance(content, str):
+        raise unexpected
+    return content
 
 
 OPENAI = Builtin(

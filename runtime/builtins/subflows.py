@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..blobs import is_blob_id
@@ -29,7 +30,11 @@ async def _eval(call: StepCall) -> Any:
     blob = await call.blobs.get(flow_id)
     if blob is None:
         raise BuiltinError("COMPONENT_FAILED", f"Blob not found: {flow_id}")
-    flow = _flow_from(blob.json(), "flow_id")
+    try:
+        flow_doc = blob.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BuiltinError("COMPONENT_FAILED", f"Blob {flow_id} does not hold JSON") from None
+    flow = _flow_from(flow_doc, "flow_id")
     [result] = await call.run_subflow(flow, [call.input["input"]], None)
     return {"result": result.to_json(), "run_id": call.run_id}
 
@@ -54,6 +59,8 @@ async def _iterate(call: StepCall) -> Any:
     if not isinstance(call.input, dict) or "initial_input" not in call.input:
         raise invalid_input("missing required field 'initial_input'")
     limit = field_of(call, "max_iterations", "integer", required=False)
+    if limit is not None and limit < 0:
+        raise invalid_input("field 'max_iterations' must not be negative")
     limit = 1000 if limit is None else limit
     current = call.input["initial_input"]
     for iteration in range(1, limit + 1):

@@ -79,10 +79,19 @@ def cli(
 
 
 def _register() -> None:
-    from . import components_cmd, run_cmd, test_cmd, validate_cmd, visualize_cmd
+    from . import (
+        components_cmd,
+        resume_cmd,
+        run_cmd,
+        runs_cmd,
+        test_cmd,
+        validate_cmd,
+        visualize_cmd,
+    )
 
-    for module in (run_cmd, test_cmd, validate_cmd, visualize_cmd, components_cmd):
+    for module in (run_cmd, resume_cmd, test_cmd, validate_cmd, visualize_cmd, components_cmd):
         cli.add_command(module.command)
+    cli.add_command(runs_cmd.group)
 
 
 def main() -> None:

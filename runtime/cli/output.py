@@ -17,15 +17,22 @@ def write_result(value: Any, output: Path | None) -> None:
         sys.stdout.write(dumps_compact(value))
         sys.stdout.flush()
         return
-    suffix = output.suffix.lower()
-    if suffix in (".json", ".jsonl"):
-        text = dumps_compact(value)
-    elif suffix in (".yml", ".yaml"):
-        text = dump_yaml(value)
-    else:
-        raise UserError(f"Unsupported output extension '{suffix}' (use .json, .jsonl or .yaml)",
-                        str(output))  # fmt: skip
+    check_output_path(output)
+    text = dump_yaml(value) if output.suffix.lower() in YAML_SUFFIXES else dumps_compact(value)
     _write(output, text)
+
+
+YAML_SUFFIXES = (".yml", ".yaml")
+OUTPUT_SUFFIXES = (".json", ".jsonl", *YAML_SUFFIXES)
+
+
+def check_output_path(output: Path | None) -> None:
+    """Called before a run too, so a typo in `--output` does not cost the run."""
+    if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UserError(
+            f"Unsupported output extension '{output.suffix}' (use .json, .jsonl or .yaml)",
+            str(output),
+        )
 
 
 def write_lines(values: list[Any], output: Path | None) -> None:

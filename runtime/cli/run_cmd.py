@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from ..engine import RunOutcome, Runtime
+from ..durable import RunRequest
 from ..errors import UserError
 from ..executor import RunObserver
+from ..ids import new_id
 from ..jsonfmt import dumps_compact
 from ..overrides import apply_overrides
 from ..progress import ProgressDisplay
@@ -28,8 +27,10 @@ from .options import (
     read_object,
     variable_options,
 )
-from .output import write_lines, write_result
+from .output import check_output_path, write_lines, write_result
 from .session import load_flow_and_config, validate_static
+from .state_options import local_state, state_options
+from .supervise import run_to_completion
 
 log = logging.getLogger("stepflow.cli")
 
@@ -42,6 +43,7 @@ log = logging.getLogger("stepflow.cli")
 @variable_options
 @override_options
 @output_option
+@state_options
 def command(
     flow_path: Path,
     config_path: Path | None,
@@ -59,11 +61,18 @@ def command(
     overrides_json: str | None,
     overrides_yaml: str | None,
     output_file: Path | None,
+    state_dir: Path | None,
+    in_memory: bool,
 ) -> None:
-    """Run a flow locally and print its result."""
-    flow, config = load_flow_and_config(flow_path, config_path)
+    """Run a flow locally, journalling it so an interrupted run can be resumed."""
+    written_flow, config = load_flow_and_config(flow_path, config_path)
+    check_output_path(output_file)
     overrides = read_object("overrides", overrides_file, overrides_json, overrides_yaml)
-    flow = apply_overrides(flow, overrides)
+    overrides_source = (
+        str(overrides_file) if overrides_file else "--overrides-json" if overrides_json else
+        "--overrides-yaml"
+    )  # fmt: skip
+    flow = apply_overrides(written_flow, overrides, overrides_source)
     variables = read_object("variables", variables_file, variables_json, variables_yaml) or {}
     if env_variables_flag:
         variables.update(env_variables(flow, variables))
@@ -79,8 +88,13 @@ def command(
         observers.append(ProgressDisplay(len(inputs)))
     if batch:
         click.echo(f"Running batch with {len(inputs)} inputs", err=True)
-    outcome = asyncio.run(_run(config, flow, inputs, variables, max_concurrency, observers))
-    click.echo(f"run_id: {outcome.run_id.replace('-', '')}", err=True)
+    state = local_state(config, state_dir, in_memory)
+    request = RunRequest(written_flow, inputs, variables, overrides, max_concurrency)
+    run_id = new_id()
+    click.echo(f"run_id: {run_id.replace('-', '')}", err=True)
+    outcome = run_to_completion(
+        config, state, observers, lambda runner, obs: runner.start(request, obs, run_id)
+    )
     if batch:
         write_lines([r.to_json() for r in outcome.results], output_file)
         where = f'. Results written to "{output_file}"' if output_file else ""
@@ -92,15 +106,3 @@ def command(
     write_result(result.to_json(), output_file)
     if not result.ok:
         sys.exit(1)
-
-
-async def _run(
-    config: Any,
-    flow: Any,
-    inputs: list[Any],
-    variables: dict[str, Any],
-    max_concurrency: int,
-    observers: list[RunObserver],
-) -> RunOutcome:
-    async with Runtime(config, observers=observers) as runtime:
-        return await runtime.run(flow, inputs, variables=variables, max_concurrency=max_concurrency)

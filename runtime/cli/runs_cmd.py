@@ -1,0 +1,177 @@
+"""`stepflow runs list|show`: what the journal says about local runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..config import discover_config
+from ..errors import UserError
+from ..state.base import RunFilter, RunRecord, StateStore, StepRecord, StoreError
+from .options import config_option
+from .run_ids import normalise_run_id
+from .state_options import local_state, state_options
+
+FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="`json` for scripts.",
+)
+
+
+@click.group("runs")
+def group() -> None:
+    """Inspect runs recorded in the local journal."""
+
+
+@group.command("list")
+@config_option
+@state_options
+@FORMAT
+@click.option("--status", type=click.Choice(["running", "completed", "failed", "cancelled"]))
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--all", "include_sub_runs", is_flag=True, help="Include sub-runs (map/eval/...).")
+def list_runs(
+    config_path: Path | None,
+    state_dir: Path | None,
+    in_memory: bool,
+    fmt: str,
+    status: str | None,
+    limit: int,
+    include_sub_runs: bool,
+) -> None:
+    """Runs, newest first."""
+    filters = RunFilter(status=status, roots_only=not include_sub_runs, limit=limit)
+    runs = _read(config_path, state_dir, in_memory, lambda s: s.list_runs(filters))
+    rows = [_run_json(r) for r in runs]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("run id", "flow", "status", "items", "created", box=None)
+    for row in rows:
+        items = f"{row['itemsCompleted'] + row['itemsFailed']}/{row['itemCount']}"
+        table.add_row(
+            row["runId"].replace("-", ""), row["flowName"] or "-", row["status"], items,
+            row["createdAt"],
+        )  # fmt: skip
+    Console().print(table if rows else "No runs recorded.")
+
+
+@group.command("show")
+@click.argument("run_id")
+@config_option
+@state_options
+@FORMAT
+def show_run(
+    run_id: str, config_path: Path | None, state_dir: Path | None, in_memory: bool, fmt: str
+) -> None:
+    """One run: its items and every step's status, attempts and error."""
+    run_id = normalise_run_id(run_id)
+
+    async def read(store: StateStore) -> tuple[RunRecord | None, list[StepRecord], list[RunRecord]]:
+        run = await store.get_run(run_id)
+        if run is None:
+            return None, [], []
+        subs = await store.list_runs(RunFilter(parent_run_id=run_id))
+        return run, await store.get_steps(run_id), subs
+
+    run, steps, subs = _read(config_path, state_dir, in_memory, read)
+    if run is None:
+        raise UserError(f"no run with id {run_id}")
+    body = {
+        **_run_json(run),
+        "items": [
+            {"itemIndex": i.item_index, "status": i.status, "result": i.result} for i in run.items
+        ],
+        "steps": [_step_json(s) for s in steps],
+        "subRuns": [s.run_id for s in reversed(subs)],
+    }
+    if fmt == "json":
+        click.echo(json.dumps(body, indent=2))
+        return
+    _print_run(body)
+
+
+def _read(config_path: Path | None, state_dir: Path | None, in_memory: bool, query: Any) -> Any:
+    config = discover_config(config_path, None)
+    state = local_state(config, state_dir, in_memory)
+
+    async def run() -> Any:
+        await state.store.open()
+        try:
+            return await query(state.store)
+        finally:
+            await state.store.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _run_json(run: RunRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "runId": run.run_id,
+        "flowName": run.flow_name,
+        "flowId": run.flow_id,
+        "status": run.status,
+        "createdAt": run.created_at,
+        "completedAt": run.completed_at,
+        "itemCount": len(run.items),
+        "itemsCompleted": sum(1 for i in run.items if i.status == "completed"),
+        "itemsFailed": sum(1 for i in run.items if i.status == "failed"),
+        "itemsRunning": sum(1 for i in run.items if i.status == "running"),
+    }
+    if run.parent_run_id:
+        out["parentRunId"] = run.parent_run_id
+        out["rootRunId"] = run.root_run_id
+    return out
+
+
+def _step_json(step: StepRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "stepId": step.step_id,
+        "stepIndex": step.step_index,
+        "itemIndex": step.item_index,
+        "status": step.status,
+        "attempts": step.attempts,
+    }
+    if step.task_id:
+        out["taskId"] = step.task_id
+    if step.result is not None:
+        if step.result.get("outcome") == "failed":
+            out["error"] = step.result.get("error")
+        else:
+            out["result"] = step.result.get("result")
+    if step.updated_at:
+        out["updatedAt"] = step.updated_at
+    return out
+
+
+def _print_run(body: dict[str, Any]) -> None:
+    console = Console()
+    console.print(
+        f"[bold]{body['runId'].replace('-', '')}[/] {body['flowName'] or ''}  "
+        f"status: [bold]{body['status']}[/]  created: {body['createdAt']}"
+    )
+    table = Table("item", "step", "status", "attempts", "error", box=None)
+    for step in body["steps"]:
+        error = step.get("error") or {}
+        table.add_row(
+            str(step["itemIndex"]), step["stepId"] or f"#{step['stepIndex']}", step["status"],
+            str(step["attempts"]), f"{error.get('code', '')} {error.get('message', '')}".strip(),
+        )  # fmt: skip
+    console.print(table)
+    for item in body["items"]:
+        console.print(f"item {item['itemIndex']}: {item['status']}")
+    if body["subRuns"]:
+        console.print(f"sub-runs: {', '.join(s.replace('-', '') for s in body['subRuns'])}")
