@@ -42,6 +42,8 @@ demo: install
 
 bench: install
 	$(PY) tests/bench/bench_engine.py
+	$(PY) tests/bench/bench_durable.py
+	$(PY) tests/bench/bench_journal.py
 
 proto:
 	@echo "no .proto files yet (they arrive with the gRPC node issue)"

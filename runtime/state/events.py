@@ -7,6 +7,7 @@ writes them, the stores project them into metadata, and replay reads them back. 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,3 +158,11 @@ def event_run_ids(event: Event) -> list[str]:
     if event["type"] == TASKS_STARTED:
         return [r["run_id"] for r in event["runs"]]
     return [event["run_id"]]
+
+
+def encode_event(event: Any) -> str:
+    """Journal/metadata text of a JSON value: compact, key order kept; non-JSON values fail.
+
+    The stdlib encoder (C-accelerated) is enough: journal text is never content-addressed.
+    """
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..jsonfmt import dumps_compact
 from .base import (
     TERMINAL,
     ActiveRoot,
@@ -35,7 +34,7 @@ from .common import (
     newest_first,
     not_finished,
 )
-from .events import Event
+from .events import Event, encode_event
 from .projection import project
 
 
@@ -141,7 +140,7 @@ class MemoryStateStore(StateStore):
         self, root_run_id: str, events: Sequence[Event], *, owner: str | None = None
     ) -> list[int]:
         # Serialise before taking the lock: a bad event fails this call and changes nothing.
-        copies = [json.loads(dumps_compact(e)) for e in events]
+        copies = [json.loads(encode_event(e)) for e in events]
         async with self._lock:
             if owner is not None and not self._holds(root_run_id, owner):
                 raise LeaseLost(f"lease of run tree {root_run_id} is not held by {owner}")

@@ -2,8 +2,9 @@
 
 Every database call runs on one writer thread that owns the only connection, so the event loop
 never blocks on disk and no two threads contend for SQLite's lock. Appends are group-committed:
-the writer drains every pending append (from any run) into one transaction (journal rows,
-projected metadata, per-request fencing checks in SAVEPOINTs) and pays one fsync for all of them.
+the writer drains every pending write (appends from any run, lease renewals, checkpoints) into one
+transaction (journal rows, projected metadata, per-request fencing checks in SAVEPOINTs) and pays
+one fsync for all of them.
 Leases are rows with a wall-clock expiry, so two processes on one machine fence each other
 (durability.md §9.2).
 """
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..jsonfmt import dumps_compact
 from .base import (
     TERMINAL,
     ActiveRoot,
@@ -39,7 +39,7 @@ from .base import (
     StoreError,
 )
 from .common import Clock, canonical_time, final_record, not_finished
-from .events import Event
+from .events import Event, encode_event
 from .projection import project
 from .sqlite_schema import (
     MIGRATIONS,
@@ -81,6 +81,16 @@ class _Batch:
             self.last_sequence[root_run_id] = row[0] if row else 0
         return self.last_sequence[root_run_id]
 
+    def flush(self) -> None:
+        """Store the batch's new last sequences and forget cached reads (before other writes)."""
+        self.conn.executemany(
+            "INSERT INTO journal_roots (root_run_id, last_sequence) VALUES (?, ?)"
+            " ON CONFLICT (root_run_id) DO UPDATE SET last_sequence = excluded.last_sequence",
+            [(root, seq) for root, seq in self.last_sequence.items() if seq],
+        )
+        self.last_sequence.clear()
+        self._fences.clear()
+
     def holds(self, root_run_id: str, owner: str) -> bool:
         key = (root_run_id, owner)
         if key not in self._fences:
@@ -94,6 +104,17 @@ class _Append:
     texts: list[str]  # events as JSON text, serialised by the caller
     owner: str | None
     future: cf.Future[list[int]]
+
+
+@dataclass(eq=False)
+class _Write:
+    """A write that joins the group transaction (in its own SAVEPOINT)."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: cf.Future[Any]
+
+
+_Grouped = _Append | _Write
 
 
 @dataclass(eq=False)
@@ -118,7 +139,7 @@ class SqliteStateStore(StateStore):
         self._max_page_count = max_page_count
         self._faults = FaultInjector()
         self._clock = Clock()
-        self._queue: queue.SimpleQueue[_Append | _Call] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Append | _Write | _Call] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None  # writer thread only
         self._closed = False
@@ -247,11 +268,11 @@ class SqliteStateStore(StateStore):
                     if not request.future.done():
                         request.future.set_exception(StoreError(f"{self.path}: {exc!r}"))
 
-    def _process(self, batch: list[_Append | _Call]) -> bool:
+    def _process(self, batch: list[_Append | _Write | _Call]) -> bool:
         """Handle one batch; True once the store is closed."""
-        appends: list[_Append] = []
+        appends: list[_Grouped] = []
         for index, request in enumerate(batch):
-            if isinstance(request, _Append):
+            if isinstance(request, _Append | _Write):
                 if request.future.set_running_or_notify_cancel():
                     appends.append(request)
                 continue
@@ -279,21 +300,26 @@ class SqliteStateStore(StateStore):
         else:
             call.future.set_result(result)
 
-    def _commit_appends(self, requests: list[_Append]) -> None:
-        """One transaction for all pending appends; a failed fence fails only its own request."""
+    def _commit_appends(self, requests: list[_Grouped]) -> None:
+        """One transaction for all pending writes; a failed one (e.g. a lost fence) fails alone."""
         if not requests:
             return
         conn = self._conn
         if conn is None:
             self._fail(requests, StoreError(f"state database {self.path} is not open"))
             return
-        outcomes: list[list[int] | BaseException] = []
+        outcomes: list[Any] = []
         batch = _Batch(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
             for request in requests:
                 conn.execute("SAVEPOINT request")
                 try:
+                    if isinstance(request, _Write):
+                        batch.flush()
+                        outcomes.append(request.fn(conn))
+                        conn.execute("RELEASE request")
+                        continue
                     sequences = self._append_one(batch, request)
                     conn.execute("RELEASE request")
                 except Exception as exc:
@@ -308,11 +334,7 @@ class SqliteStateStore(StateStore):
                     if sequences:
                         batch.last_sequence[request.root_run_id] = sequences[-1]
                     outcomes.append(sequences)
-            conn.executemany(
-                "INSERT INTO journal_roots (root_run_id, last_sequence) VALUES (?, ?)"
-                " ON CONFLICT (root_run_id) DO UPDATE SET last_sequence = excluded.last_sequence",
-                [(root, seq) for root, seq in batch.last_sequence.items() if seq],
-            )
+            batch.flush()
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
@@ -325,7 +347,10 @@ class SqliteStateStore(StateStore):
             self._fail(requests, exc)
             return
         self.commits += 1
-        durable = [o for o in outcomes if isinstance(o, list)]
+        durable = [
+            o for r, o in zip(requests, outcomes, strict=True) if isinstance(r, _Append)
+            and not isinstance(o, BaseException)
+        ]  # fmt: skip
         self.committed_appends += len(durable)
         events = sum(len(o) for o in durable)
         if events:
@@ -336,7 +361,7 @@ class SqliteStateStore(StateStore):
             else:
                 request.future.set_result(outcome)
 
-    def _fail(self, requests: list[_Append], exc: BaseException) -> None:
+    def _fail(self, requests: list[_Grouped], exc: BaseException) -> None:
         for request in requests:
             # A fresh exception per caller: tracebacks must not pile up on one shared object.
             copy = type(exc)(str(exc)) if isinstance(exc, StoreError) else exc
@@ -386,18 +411,12 @@ class SqliteStateStore(StateStore):
     # -- generic transactions --------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
-
-        return await self._call(run)
+        """Run `fn` inside the next group commit (atomically, in its own SAVEPOINT)."""
+        if self._closed or self._thread is None:
+            raise StoreError(f"state database {self.path} is not open")
+        future: cf.Future[T] = cf.Future()
+        self._queue.put(_Write(fn, future))
+        return await asyncio.wrap_future(future)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """One read transaction, so multi-statement reads see one snapshot."""
@@ -443,7 +462,7 @@ class SqliteStateStore(StateStore):
     ) -> list[int]:
         if self._closed or self._thread is None:
             raise StoreError(f"state database {self.path} is not open")
-        texts = [dumps_compact(e) for e in events]  # a bad event fails here, alone
+        texts = [encode_event(e) for e in events]  # a bad event fails here, alone
         if not texts and owner is None:
             return []
         future: cf.Future[list[int]] = cf.Future()
@@ -510,7 +529,7 @@ class SqliteStateStore(StateStore):
             conn.execute("DELETE FROM journal WHERE root_run_id = ?", (root_run_id,))
             conn.execute(
                 "INSERT INTO journal (root_run_id, sequence, timestamp, event) VALUES (?,?,?,?)",
-                (root_run_id, sequence, self._clock.now(), dumps_compact(final_record(run))),
+                (root_run_id, sequence, self._clock.now(), encode_event(final_record(run))),
             )
             conn.execute(
                 "UPDATE journal_roots SET last_sequence = ?, finalized = 1 WHERE root_run_id = ?",

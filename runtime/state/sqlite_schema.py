@@ -10,8 +10,8 @@ import sqlite3
 import time
 from typing import Any
 
-from ..jsonfmt import dumps_compact
 from .base import TERMINAL, ItemRecord, RunFilter, RunRecord, StepRecord
+from .events import encode_event
 
 # Schema migrations: entry i upgrades `PRAGMA user_version` i → i + 1. Append only.
 MIGRATIONS: list[list[str]] = [
@@ -58,7 +58,7 @@ STEP_COLUMNS = (
 
 
 def dump_json(value: Any) -> str | None:
-    return None if value is None else dumps_compact(value)
+    return None if value is None else encode_event(value)
 
 
 def load_json(text: str | None) -> Any:
@@ -129,7 +129,7 @@ class SqlView:
                 run.status,
                 run.created_at,
                 run.completed_at,
-                dumps_compact(run.variables),
+                encode_event(run.variables),
                 dump_json(run.overrides),
                 run.max_concurrency,
                 run.created_at_seqno,
