@@ -40,6 +40,10 @@ RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cance
 INTERRUPTED = "interrupted"  # drained before finishing (Ctrl-C); not terminal, resumable
 
 
+class StepInterrupted(Exception):
+    """A started step that never got a slot before the tree began draining: left in flight."""
+
+
 @dataclass(frozen=True)
 class SubflowOrigin:
     """Where a sub-run came from: the parent step and its deterministic subflow key."""
@@ -226,7 +230,13 @@ class RunExecution:
                 if not running:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                finished = [(running.pop(task), task.result()) for task in done]
+                finished = [
+                    (running.pop(task), task.result())
+                    for task in done
+                    if not isinstance(task.exception(), StepInterrupted)
+                ]
+                for task in done:
+                    running.pop(task, None)
                 finished.sort(key=lambda pair: pair[0].index)
                 await self._finish_steps(index, finished, results)
         finally:
@@ -388,6 +398,8 @@ class RunExecution:
             plugin_config=route.plugin.config,
         )
         async with self._slot():
+            if self.tree.draining:
+                raise StepInterrupted(step.id)
             try:
                 return await route.plugin.execute(call)
             except PluginError as exc:
