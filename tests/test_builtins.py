@@ -799,7 +799,10 @@ async def test_eval_blob_that_is_not_json(tmp_path: Path) -> None:
     [
         ({"input": 1}, "eval: missing required field 'flow_id'"),
         ({"flow_id": HELLO_ID}, "eval: missing required field 'input'"),
-        ({"flow_id": "xyz", "input": 1}, "eval: field 'flow_id' must be a 64-hex blob id: xyz"),
+        (
+            {"flow_id": "xyz", "input": 1},
+            "eval: field 'flow_id' must be 64 lowercase hex characters: xyz",
+        ),
     ],
 )
 async def test_eval_rejects_bad_input(

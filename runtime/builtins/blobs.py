@@ -19,17 +19,22 @@ async def _put_blob(call: StepCall) -> Any:
     return {"blob_id": await call.blobs.put_json(call.input["data"], blob_type)}
 
 
-async def _get_blob(call: StepCall) -> Any:
-    blob_id = field_of(call, "blob_id", "string")
+async def read_json_blob(call: StepCall, field: str) -> Any:
+    """The JSON value of the blob named by input `field` (get_blob's blob_id, eval's flow_id)."""
+    blob_id = field_of(call, field, "string")
     if not is_blob_id(blob_id):
-        raise invalid_input(f"field 'blob_id' must be 64 lowercase hex characters: {blob_id}")
+        raise invalid_input(f"field '{field}' must be 64 lowercase hex characters: {blob_id}")
     blob = await call.blobs.get(blob_id)
     if blob is None:
         raise BuiltinError("COMPONENT_FAILED", f"Blob not found: {blob_id}")
     try:
-        return {"data": blob.json()}
+        return blob.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BuiltinError("COMPONENT_FAILED", f"Blob {blob_id} does not hold JSON") from None
+
+
+async def _get_blob(call: StepCall) -> Any:
+    return {"data": await read_json_blob(call, "blob_id")}
 
 
 BLOB_ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from ..blobs import is_blob_id
 from ..errors import FlowResult, UserError
 from ..model import Flow, parse_flow
 from ..plugins.base import StepCall
 from .base import Builtin, BuiltinError, field_of, invalid_input, schema
+from .blobs import read_json_blob
 
 FLOW_RESULT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"outcome": {}}}
 
@@ -22,19 +21,10 @@ def _flow_from(value: Any, field: str) -> Flow:
 
 
 async def _eval(call: StepCall) -> Any:
-    flow_id = field_of(call, "flow_id", "string")
+    field_of(call, "flow_id", "string")
     if not isinstance(call.input, dict) or "input" not in call.input:
         raise invalid_input("missing required field 'input'")
-    if not is_blob_id(flow_id):
-        raise invalid_input(f"field 'flow_id' must be a 64-hex blob id: {flow_id}")
-    blob = await call.blobs.get(flow_id)
-    if blob is None:
-        raise BuiltinError("COMPONENT_FAILED", f"Blob not found: {flow_id}")
-    try:
-        flow_doc = blob.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BuiltinError("COMPONENT_FAILED", f"Blob {flow_id} does not hold JSON") from None
-    flow = _flow_from(flow_doc, "flow_id")
+    flow = _flow_from(await read_json_blob(call, "flow_id"), "flow_id")
     [result] = await call.run_subflow(flow, [call.input["input"]], None)
     return {"result": result.to_json(), "run_id": call.run_id}
 
