@@ -56,12 +56,17 @@ def list_runs(
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("run id", "flow", "status", "items", "created", box=None)
+    table = Table(box=None)
+    table.add_column("run id", no_wrap=True, min_width=32)
+    table.add_column("flow")
+    table.add_column("status", no_wrap=True)
+    table.add_column("items", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True)
     for row in rows:
         items = f"{row['itemsCompleted'] + row['itemsFailed']}/{row['itemCount']}"
         table.add_row(
             row["runId"].replace("-", ""), row["flowName"] or "-", row["status"], items,
-            row["createdAt"],
+            row["createdAt"][:19].replace("T", " "),
         )  # fmt: skip
     Console().print(table if rows else "No runs recorded.")
 
