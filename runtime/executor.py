@@ -76,6 +76,11 @@ class RunObserver:
     ) -> None:
         pass
 
+    async def steps_unblocked(
+        self, run: RunExecution, item_index: int, step_indices: Sequence[int]
+    ) -> None:
+        """Steps that became runnable because steps they depend on finished."""
+
     async def tasks_started(self, run: RunExecution, tasks: Sequence[TaskStart]) -> None:
         pass
 
@@ -298,6 +303,10 @@ class RunExecution:
             state.attempt += 1
             starts.append((step, resolved.value, state))
         if starts:
+            unblocked = [s.index for s, _, st in starts if st.attempt == 1 and s.dependencies]
+            if unblocked:
+                for obs in self.tree.observers:
+                    await obs.steps_unblocked(self, index, unblocked)
             await self.tree.notify_tasks_started(
                 self, [self._task_start(index, s, st) for s, _, st in starts]
             )

@@ -39,6 +39,10 @@ class Step:
     must_execute: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Steps this one reads (computed once; the scheduler asks every round).
+        self.dependencies = frozenset(self.input.step_refs())
+
 
 @dataclass(frozen=True)
 class VariableSpec:

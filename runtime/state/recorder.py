@@ -2,7 +2,8 @@
 
 Awaited hooks mean nothing is dispatched before its `tasks_started` is durable and no dependant
 sees a result before its `task_completed` is. Events that nothing acts on until a later write
-(`steps_needed`, `sub_run_created`, `item_completed`, a sub-run's `run_completed`) ride along with
+(`steps_needed`, `steps_unblocked`, `sub_run_created`, `item_completed`, a sub-run's
+`run_completed`) ride along with
 the next write, so a scheduling round costs one append: if the process dies first, resume derives
 them again from the durable step results. Every written event is also folded into a `TreeState`,
 which is what a checkpoint stores.
@@ -80,6 +81,11 @@ class JournalRecorder(RunObserver):
         self, run: RunExecution, item_index: int, step_indices: Sequence[int]
     ) -> None:
         self._pending.append(ev.steps_needed(run.run_id, item_index, step_indices))
+
+    async def steps_unblocked(
+        self, run: RunExecution, item_index: int, step_indices: Sequence[int]
+    ) -> None:
+        self._pending.append(ev.steps_unblocked(run.run_id, item_index, step_indices))
 
     async def tasks_started(self, run: RunExecution, tasks: Sequence[TaskStart]) -> None:
         await self.write(

@@ -62,6 +62,9 @@ async def test_journal_shape_of_a_run(store: StateStore) -> None:
     assert types[0] == "root_run_created"
     assert types[-2:] == ["item_completed", "run_completed"]
     assert types.count("task_completed") == 8
+    unblocked = [e.event["step_indices"] for e in await store.read_journal(run_id)
+                 if e.event["type"] == "steps_unblocked"]  # fmt: skip
+    assert unblocked == [[i] for i in range(1, 8)]  # each step of the chain, once its input is done
     started = [
         e.event for e in await store.read_journal(run_id) if e.event["type"] == "tasks_started"
     ]
