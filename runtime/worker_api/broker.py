@@ -1,0 +1,275 @@
+"""Task queues and task tracking for pull workers (worker-protocol.md §3), transport-free.
+
+A dispatched task waits in its queue's FIFO until a worker stream without an unclaimed task can
+take it (flow control: a busy worker is not handed more work than it asked for). It is claimed by
+its first heartbeat (or completed directly), must keep heartbeating while executing, and ends with
+the first result delivered. Timeouts turn into `TIMEOUT` results, which the executor retries with
+the same task id and attempt + 1. The gRPC servicer is a thin layer over this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("stepflow.workers")
+
+QUEUED, EXECUTING = "queued", "executing"
+HEARTBEAT_TIMEOUT_SECS = 5.0
+WATCHDOG_INTERVAL_SECS = 0.5
+
+
+class UnknownTask(Exception):
+    """The task id is not tracked (never was, already completed, or timed out) → NOT_FOUND."""
+
+
+class UnknownQueue(Exception):
+    """No plugin or route declares this queue → NOT_FOUND."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    queue_secs: float = 30.0
+    execution_secs: float | None = None
+
+
+@dataclass(eq=False)
+class TrackedTask:
+    task_id: str
+    queue: str
+    payload: Any  # what the transport sends to the worker (a TaskAssignment)
+    timeouts: Timeouts
+    result: asyncio.Future[Any]
+    run_id: str | None = None
+    heartbeats: bool = True  # discovery tasks complete without heartbeats
+    phase: str = QUEUED
+    worker_id: str | None = None
+    stream: WorkerStream | None = None  # delivered to, while unclaimed
+    dispatched_at: float = field(default_factory=time.monotonic)
+    claimed_at: float | None = None
+    last_heartbeat: float | None = None
+    abort: bool = False  # the run was cancelled: tell the worker on its next heartbeat
+
+
+@dataclass(eq=False)
+class WorkerStream:
+    """One open PullTasks stream."""
+
+    queue: str
+    worker_id: str
+    outbox: asyncio.Queue[TrackedTask] = field(default_factory=asyncio.Queue)
+    unclaimed: set[TrackedTask] = field(default_factory=set)
+    opened_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(eq=False)
+class _Queue:
+    pending: deque[TrackedTask] = field(default_factory=deque)
+    streams: list[WorkerStream] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # streams opened
+    turn: itertools.count[int] = field(default_factory=itertools.count)
+
+
+class TaskBroker:
+    def __init__(self) -> None:
+        self._queues: dict[str, _Queue] = {}
+        self._tasks: dict[str, TrackedTask] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+
+    # -- queues ----------------------------------------------------------------------------------
+
+    def declare_queue(self, name: str) -> None:
+        self._queues.setdefault(name, _Queue())
+
+    def has_queue(self, name: str) -> bool:
+        return name in self._queues
+
+    def live_streams(self, queue: str) -> int:
+        return len(self._queue(queue).streams)
+
+    def _queue(self, name: str) -> _Queue:
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise UnknownQueue(name) from None
+
+    # -- the dispatching side --------------------------------------------------------------------
+
+    async def dispatch(
+        self,
+        queue: str,
+        task_id: str,
+        payload: Any,
+        timeouts: Timeouts,
+        *,
+        run_id: str | None = None,
+        heartbeats: bool = True,
+    ) -> Any:
+        """Queue a task and wait for its result (whatever the worker's CompleteTask carried).
+
+        Raises TimeoutError with the spec's message when a phase times out.
+        """
+        self._ensure_watchdog()
+        loop = asyncio.get_running_loop()
+        task = TrackedTask(task_id, queue, payload, timeouts, loop.create_future(), run_id,
+                           heartbeats)  # fmt: skip
+        previous = self._tasks.get(task_id)
+        if previous is not None:  # a retry of the same task id replaces the old registration
+            self._forget(previous)
+        self._tasks[task_id] = task
+        self._queue(queue).pending.append(task)
+        self._pump(queue)
+        try:
+            return await task.result
+        finally:
+            if self._tasks.get(task_id) is task:
+                self._forget(task)
+
+    def abort_run(self, run_id: str) -> None:
+        """Cancelled run: executing tasks learn it on their next heartbeat."""
+        for task in self._tasks.values():
+            if task.run_id == run_id:
+                task.abort = True
+
+    # -- the worker side -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def open_stream(self, queue: str, worker_id: str) -> AsyncIterator[WorkerStream]:
+        """A PullTasks stream for its lifetime; its unclaimed tasks go back to the queue head."""
+        state = self._queue(queue)
+        stream = WorkerStream(queue, worker_id)
+        state.streams.append(stream)
+        state.changed.set()
+        state.changed = asyncio.Event()
+        self._pump(queue)
+        try:
+            yield stream
+        finally:
+            state.streams.remove(stream)
+            for task in sorted(stream.unclaimed, key=lambda t: t.dispatched_at, reverse=True):
+                task.stream = None
+                if not task.result.done() and self._tasks.get(task.task_id) is task:
+                    state.pending.appendleft(task)
+            stream.unclaimed.clear()
+            self._pump(queue)
+
+    async def wait_for_stream(self, queue: str, opened_after: float, timeout: float) -> bool:
+        """True once a stream opened after `opened_after` (monotonic) exists on the queue."""
+        state = self._queue(queue)
+        deadline = time.monotonic() + timeout
+        while not any(s.opened_at > opened_after for s in state.streams):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.changed.wait(), remaining)
+        return True
+
+    def heartbeat(self, task_id: str, worker_id: str) -> tuple[bool, bool]:
+        """(should_abort, already_claimed_by_another_worker); claims a queued task."""
+        task = self._tasks.get(task_id)
+        if task is None or task.result.done():
+            raise UnknownTask(task_id)
+        if task.abort:
+            return True, False
+        now = time.monotonic()
+        if task.phase == QUEUED:
+            self._claim(task, worker_id, now)
+        elif task.worker_id != worker_id:
+            return True, True
+        task.last_heartbeat = now
+        return False, False
+
+    def complete(self, task_id: str, outcome: Any) -> None:
+        """First result wins; later ones (and unknown ids) raise UnknownTask."""
+        task = self._tasks.get(task_id)
+        if task is None or task.result.done():
+            raise UnknownTask(task_id)
+        if task.phase == QUEUED:
+            self._claim(task, task.worker_id or "", time.monotonic())
+        task.result.set_result(outcome)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _claim(self, task: TrackedTask, worker_id: str, now: float) -> None:
+        task.phase, task.worker_id, task.claimed_at = EXECUTING, worker_id, now
+        if task.stream is not None:
+            task.stream.unclaimed.discard(task)
+            task.stream = None
+        elif task in self._queue(task.queue).pending:  # completed before delivery (rare)
+            self._queue(task.queue).pending.remove(task)
+        self._pump(task.queue)
+
+    def _pump(self, queue: str) -> None:
+        """Hand pending tasks to streams that have nothing unclaimed (round robin)."""
+        state = self._queues.get(queue)
+        if state is None:
+            return
+        while state.pending:
+            free = [s for s in state.streams if not s.unclaimed]
+            if not free:
+                return
+            stream = free[next(state.turn) % len(free)]
+            task = state.pending.popleft()
+            if task.result.done():
+                continue
+            task.stream = stream
+            stream.unclaimed.add(task)
+            stream.outbox.put_nowait(task)
+
+    def _forget(self, task: TrackedTask) -> None:
+        self._tasks.pop(task.task_id, None)
+        state = self._queues.get(task.queue)
+        if state is not None and task in state.pending:
+            state.pending.remove(task)
+        if task.stream is not None:
+            task.stream.unclaimed.discard(task)
+            task.stream = None
+            self._pump(task.queue)
+        if not task.result.done():
+            task.result.cancel()
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while self._tasks:
+            await asyncio.sleep(WATCHDOG_INTERVAL_SECS)
+            now = time.monotonic()
+            for task in list(self._tasks.values()):
+                message = self._expired(task, now)
+                if message and not task.result.done():
+                    log.warning("%s", message)
+                    task.result.set_exception(TimeoutError(message))
+
+    @staticmethod
+    def _expired(task: TrackedTask, now: float) -> str | None:
+        if task.phase == QUEUED:
+            if now - task.dispatched_at > task.timeouts.queue_secs:
+                return f"task '{task.task_id}' timed out waiting for worker to start"
+            return None
+        silent_since = task.last_heartbeat or task.claimed_at or now
+        if task.heartbeats and now - silent_since > HEARTBEAT_TIMEOUT_SECS:
+            return (
+                f"task '{task.task_id}' timed out: no heartbeat received (worker presumed crashed)"
+            )
+        limit = task.timeouts.execution_secs
+        if limit is not None and now - (task.claimed_at or now) > limit:
+            return f"task '{task.task_id}' exceeded execution timeout"
+        return None
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        for task in list(self._tasks.values()):
+            self._forget(task)
