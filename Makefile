@@ -30,7 +30,7 @@ unit: install
 
 conformance: install
 	@test -n "$(CONFORMANCE)" || { echo "conformance flows not found (../shared/conformance)"; exit 1; }
-	bash $(CONFORMANCE)/run.sh $(VENV)/bin/stepflow
+	bash $(CONFORMANCE)/run.sh $(VENV)/bin/stepflow $(abspath $(VENV)/bin/stepflow_worker)
 
 test: lint unit conformance
 
@@ -45,8 +45,10 @@ bench: install
 	$(PY) tests/bench/bench_durable.py
 	$(PY) tests/bench/bench_journal.py
 
-proto:
-	@echo "no .proto files yet (they arrive with the gRPC node issue)"
+# Regenerates the checked-in Python code under runtime/_pb from proto/ (tests/test_proto.py checks it
+# is current). grpcio-tools is pinned in the dev extra so the output is reproducible.
+proto: install
+	$(PY) proto/generate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from .config import Config
@@ -17,6 +17,9 @@ from .errors import FlowResult, UserError
 from .executor import RunExecution, RunObserver, RunTree
 from .plugins import ComponentInfo, Plugin, create_plugin
 from .routing import Router
+
+if TYPE_CHECKING:
+    from .worker_api.endpoint import WorkerEndpoint
 from .state.replay import TreeState
 
 log = logging.getLogger("stepflow.engine")
@@ -54,6 +57,7 @@ class Runtime:
         self.plugins: dict[str, Plugin] = {}
         self.components: dict[str, list[ComponentInfo]] = {}
         self._router: Router | None = None
+        self.worker_endpoint: WorkerEndpoint | None = None
 
     async def start(self) -> None:
         """Create and start every configured plugin (concurrently), then build the router."""
@@ -61,6 +65,7 @@ class Runtime:
         for name, plugin_config in self.config.plugins.items():
             self.plugins[name] = create_plugin(name, plugin_config, self.config.working_dir, source)
         try:
+            await self._connect_workers()
             await asyncio.gather(*(p.start() for p in self.plugins.values()))
             listed = await asyncio.gather(*(p.components() for p in self.plugins.values()))
         except UserError:
@@ -72,7 +77,32 @@ class Runtime:
         self.components = dict(zip(self.plugins, listed, strict=True))
         self._router = Router(self.config.routes, self.plugins, self.components)
 
+    async def _connect_workers(self) -> None:
+        """Plugins with pull workers get a gRPC endpoint (a free loopback port unless preset)."""
+        wanting = [p for p in self.plugins.values() if p.needs_worker_endpoint]
+        if not wanting:
+            return
+        if self.worker_endpoint is None:
+            from .worker_api.endpoint import WorkerEndpoint  # grpc is only loaded when needed
+
+            self.worker_endpoint = WorkerEndpoint(self.blobs)
+            await self.worker_endpoint.start()
+        for plugin in wanting:
+            plugin.worker_endpoint = self.worker_endpoint
+        for name, plugin in self.plugins.items():
+            plugin.on_components_changed = lambda found, name=name: self._rediscovered(name, found)
+
+    def _rediscovered(self, plugin: str, components: list[ComponentInfo]) -> None:
+        """Discovery found a new component list: rebuild the routing table."""
+        self.components[plugin] = components
+        if self._router is not None:
+            self._router = Router(self.config.routes, self.plugins, self.components)
+
     async def close(self) -> None:
+        if self.worker_endpoint is not None:
+            # Ending the streams first lets workers exit on their own before they are signalled.
+            await self.worker_endpoint.close()
+            self.worker_endpoint = None
         results = await asyncio.gather(
             *(p.close() for p in self.plugins.values()), return_exceptions=True
         )

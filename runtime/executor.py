@@ -405,6 +405,7 @@ class RunExecution:
             route_params=route.rule.params,
             path_params=route.path_params,
             plugin_config=route.plugin.config,
+            component_id=route.component_id,
         )
         async with self._slot():
             if self.tree.draining:

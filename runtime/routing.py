@@ -22,12 +22,13 @@ class Route:
     component: str
     rule: RouteRule
     path_params: dict[str, str] = field(default_factory=dict)
+    component_id: str = ""
 
 
 @dataclass
 class _PluginComponents:
     plugin: Plugin
-    patterns: list[tuple[str, re.Pattern[str]]]
+    patterns: list[tuple[ComponentInfo, re.Pattern[str]]]
 
 
 class Router:
@@ -42,7 +43,7 @@ class Router:
         self.routes = routes
         self._plugins = {
             name: _PluginComponents(
-                plugin, [(c.path, compile_component_path(c.path)) for c in components[name]]
+                plugin, [(c, compile_component_path(c.path)) for c in components[name]]
             )
             for name, plugin in plugins.items()
         }
@@ -81,7 +82,7 @@ class Router:
         entry = self._plugins.get(rule.plugin)
         if entry is None:
             return None
-        for _, pattern in entry.patterns:
+        for info, pattern in entry.patterns:
             match = pattern.match(rest)
             if match is None:
                 continue
@@ -89,5 +90,14 @@ class Router:
                 return None
             if rule.component_allow is not None and rest not in rule.component_allow:
                 return None
-            return Route(entry.plugin, rest, rule, dict(match.groupdict()))
+            return Route(entry.plugin, rest, rule, dict(match.groupdict()), info.dispatch_id)
+        if entry.plugin.accepts_unlisted_components and self._allowed(rule, rest):
+            # Workers may connect (and be discovered) later: the task waits in their queue.
+            return Route(entry.plugin, rest, rule, {}, rest.lstrip("/"))
         return None
+
+    @staticmethod
+    def _allowed(rule: RouteRule, rest: str) -> bool:
+        if rest in rule.component_deny:
+            return False
+        return rule.component_allow is None or rest in rule.component_allow

@@ -19,7 +19,7 @@ def register_plugin_type(type_name: str, factory: PluginFactory) -> None:
 
 def _load_known_types() -> None:
     """Import the plugin modules that ship with the runtime (they register on import)."""
-    from . import builtin, mock  # noqa: F401
+    from . import builtin, grpc, mock  # noqa: F401
 
 
 def create_plugin(name: str, config: dict[str, Any], working_dir: Path, source: str) -> Plugin:

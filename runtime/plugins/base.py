@@ -29,6 +29,11 @@ class ComponentInfo:
     description: str | None = None
     input_schema: Any = None
     output_schema: Any = None
+    component_id: str | None = None  # what the plugin is sent back; default: the path
+
+    @property
+    def dispatch_id(self) -> str:
+        return self.component_id if self.component_id is not None else self.path
 
 
 SubflowRunner = Callable[["Flow", list[Any], int | None], Awaitable[list[FlowResult]]]
@@ -54,6 +59,7 @@ class StepCall:
     path_params: dict[str, str] = field(default_factory=dict)
     # The serving plugin's config block (the builtin `openai` reads its endpoint settings here).
     plugin_config: dict[str, Any] = field(default_factory=dict)
+    component_id: str = ""  # the matched component's dispatch id (worker-protocol.md §3.6)
 
 
 class Plugin(ABC):
@@ -61,6 +67,14 @@ class Plugin(ABC):
 
     # True when `components()` works before `start()` (validation uses it without launching).
     static_components = False
+    # True for plugins whose workers connect to the runtime (the `grpc` plugin): the runtime then
+    # starts a WorkerEndpoint and sets `worker_endpoint` before `start()`.
+    needs_worker_endpoint = False
+    # True when a path missing from `components()` may still be served (workers not discovered yet).
+    accepts_unlisted_components = False
+    worker_endpoint: Any = None
+    # Set by the runtime: call with the new list when discovery changes the components.
+    on_components_changed: Callable[[list[ComponentInfo]], None] | None = None
 
     def __init__(self, name: str, config: dict[str, Any], working_dir: Path) -> None:
         self.name = name

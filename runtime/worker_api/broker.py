@@ -172,6 +172,16 @@ class TaskBroker:
                 await asyncio.wait_for(state.changed.wait(), remaining)
         return True
 
+    async def wait_for_no_streams(self, queue: str, timeout: float) -> bool:
+        """True once no worker stream is open on the queue (shutdown, tests)."""
+        state = self._queue(queue)
+        deadline = time.monotonic() + timeout
+        while state.streams:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     def heartbeat(self, task_id: str, worker_id: str) -> tuple[bool, bool]:
         """(should_abort, already_claimed_by_another_worker); claims a queued task."""
         task = self._tasks.get(task_id)
