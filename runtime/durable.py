@@ -74,17 +74,40 @@ class DurableRunner:
         self.store = store
         self.settings = settings or DurabilitySettings()
         self.owner = owner or process_owner_id()
-        self.current: RunExecution | None = None  # the tree executing now (for Ctrl-C draining)
-        self.active_run_id: str | None = None
+        self.executions: dict[str, RunExecution] = {}  # root run id → its executing tree
+        self.active_run_id: str | None = None  # the last run started or resumed (CLI messages)
 
     async def start(
-        self, request: RunRequest, observers: Sequence[RunObserver] = (), run_id: str | None = None
+        self,
+        request: RunRequest,
+        observers: Sequence[RunObserver] = (),
+        run_id: str | None = None,
+        created: asyncio.Future[str] | None = None,
     ) -> RunOutcome:
+        """Create the run (journal first) and execute it to the end.
+
+        `created` resolves with the run id once `root_run_created` is durable (a server answers
+        its client then), or with the error that prevented creation.
+        """
         run_id = run_id or new_id()
+        try:
+            return await self._start(request, observers, run_id, created)
+        except BaseException as exc:
+            if created is not None and not created.done():
+                created.set_exception(exc)
+            raise
+
+    async def _start(
+        self,
+        request: RunRequest,
+        observers: Sequence[RunObserver],
+        run_id: str,
+        created: asyncio.Future[str] | None,
+    ) -> RunOutcome:
         self.active_run_id = run_id
         async with self._lease(run_id):
             flow_id = await self.runtime.blobs.put_json(request.flow.raw, "flow")
-            created = ev.root_run_created(
+            event = ev.root_run_created(
                 run_id,
                 flow_id,
                 request.inputs,
@@ -95,7 +118,9 @@ class DurableRunner:
             )
             tree = TreeState(run_id)
             recorder = JournalRecorder(self.store, tree, self.owner, self.settings)
-            await recorder.write([created])
+            await recorder.write([event])
+            if created is not None and not created.done():
+                created.set_result(run_id)
             flow = apply_overrides(request.flow, request.overrides)
             return await self._execute(flow, tree, recorder, observers, fresh=True)
 
@@ -158,19 +183,20 @@ class DurableRunner:
             extra_observers=[recorder, *observers],
             recovered=None if fresh else tree,
         )
-        self.current = execution
+        self.executions[root.run_id] = execution
         try:
             results = await execution.execute()
         finally:
-            self.current = None
+            self.executions.pop(root.run_id, None)
         if execution.status in TERMINAL and (recorder.checkpointed or not fresh):
             await self.store.delete_checkpoint(root.run_id)
         return RunOutcome(root.run_id, execution.status, results)
 
-    def drain(self) -> None:
-        """Ctrl-C: dispatch nothing new; in-flight steps finish and are journalled."""
-        if self.current is not None:
-            self.current.tree.drain()
+    def drain(self, run_id: str | None = None) -> None:
+        """Ctrl-C / shutdown: dispatch nothing new; in-flight steps finish and are journalled."""
+        for root, execution in list(self.executions.items()):
+            if run_id is None or root == run_id:
+                execution.tree.drain()
 
     @contextlib.asynccontextmanager
     async def _lease(self, run_id: str) -> AsyncIterator[None]:
@@ -199,7 +225,7 @@ class DurableRunner:
             holder = await self.store.acquire_lease(run_id, self.owner, ttl)
             if holder is not None:
                 log.error("lost the lease of run %s to %s; stopping it", run_id, holder)
-                self.drain()
+                self.drain(run_id)
                 return
 
     async def finalize_expired(self) -> int:
