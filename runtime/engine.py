@@ -50,6 +50,7 @@ class Runtime:
         *,
         blobs: BlobStore | None = None,
         observers: Sequence[RunObserver] = (),
+        worker_endpoint: WorkerEndpoint | None = None,
     ) -> None:
         self.config = config
         self.blobs = blobs or blob_store_for(config)
@@ -57,7 +58,9 @@ class Runtime:
         self.plugins: dict[str, Plugin] = {}
         self.components: dict[str, list[ComponentInfo]] = {}
         self._router: Router | None = None
-        self.worker_endpoint: WorkerEndpoint | None = None
+        # A node passes its own endpoint (and closes it); otherwise one is made when needed.
+        self.worker_endpoint = worker_endpoint
+        self._owns_endpoint = worker_endpoint is None
 
     async def start(self) -> None:
         """Create and start every configured plugin (concurrently), then build the router."""
@@ -99,7 +102,7 @@ class Runtime:
             self._router = Router(self.config.routes, self.plugins, self.components)
 
     async def close(self) -> None:
-        if self.worker_endpoint is not None:
+        if self.worker_endpoint is not None and self._owns_endpoint:
             # Ending the streams first lets workers exit on their own before they are signalled.
             await self.worker_endpoint.close()
             self.worker_endpoint = None

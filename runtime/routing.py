@@ -48,6 +48,14 @@ class Router:
             for name, plugin in plugins.items()
         }
 
+    def routes_to(self, plugin: str, component_path: str) -> list[str]:
+        """The full paths under which a plugin's component is reachable (one per route prefix)."""
+        return [
+            prefix.rstrip("/") + component_path if prefix != "/" else component_path
+            for prefix, rules in self.routes.items()
+            if any(r.plugin == plugin for r in rules)
+        ]
+
     @staticmethod
     def split(path: str) -> tuple[str, str]:
         """`/builtin/eval` → (`/builtin`, `/eval`); `/python` → (`/python`, `/`)."""

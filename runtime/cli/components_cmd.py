@@ -24,11 +24,7 @@ async def _collect(runtime: Runtime) -> list[dict[str, Any]]:
     entries = []
     for plugin_name, components in runtime.components.items():
         for info in components:
-            routes = [
-                prefix.rstrip("/") + info.path if prefix != "/" else info.path
-                for prefix, rules in runtime.config.routes.items()
-                if any(r.plugin == plugin_name for r in rules)
-            ]
+            routes = runtime.router.routes_to(plugin_name, info.path)
             entries.append(
                 {
                     "component": info.path,

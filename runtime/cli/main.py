@@ -84,12 +84,22 @@ def _register() -> None:
         resume_cmd,
         run_cmd,
         runs_cmd,
+        serve_cmd,
         test_cmd,
         validate_cmd,
         visualize_cmd,
     )
 
-    for module in (run_cmd, resume_cmd, test_cmd, validate_cmd, visualize_cmd, components_cmd):
+    commands = (
+        run_cmd,
+        resume_cmd,
+        serve_cmd,
+        test_cmd,
+        validate_cmd,
+        visualize_cmd,
+        components_cmd,
+    )
+    for module in commands:
         cli.add_command(module.command)
     cli.add_command(runs_cmd.group)
 
@@ -101,6 +111,12 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted", err=True)
         sys.exit(130)
+
+
+def server_main() -> None:
+    """`stepflow-server`: `stepflow serve` under upstream's command name and flags."""
+    _register()
+    cli.main(args=["serve", *sys.argv[1:]], prog_name="stepflow-server")
 
 
 logging.getLogger("stepflow").addHandler(logging.NullHandler())

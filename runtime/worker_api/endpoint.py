@@ -36,11 +36,16 @@ class WorkerEndpoint:
         self.address = ""
         self._server: grpc.aio.Server | None = None
         self._listeners: dict[str, list[Callable[[], None]]] = {}
+        self._services: list[Callable[[grpc.aio.Server], None]] = []
         self._local_runs: Callable[[str], bool] = lambda run_id: False
 
     def on_new_stream(self, queue: str, callback: Callable[[], None]) -> None:
         """Call `callback` whenever a worker opens a PullTasks stream on `queue` (discovery)."""
         self._listeners.setdefault(queue, []).append(callback)
+
+    def add_services(self, register: Callable[[grpc.aio.Server], None]) -> None:
+        """More services on the same port (a node's client APIs); call before `start`."""
+        self._services.append(register)
 
     def set_run_lookup(self, is_local: Callable[[str], bool]) -> None:
         self._local_runs = is_local
@@ -61,10 +66,13 @@ class WorkerEndpoint:
             OrchestratorServicer(self.broker), server
         )
         blobs_pb2_grpc.add_BlobServiceServicer_to_server(BlobServicer(self.blobs), server)  # type: ignore[no-untyped-call]
+        for register in self._services:
+            register(server)
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         await server.start()
         self._server = server
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        self.port = bound
         self.address = os.environ.get("STEPFLOW_ORCHESTRATOR_URL") or f"{host}:{bound}"
         log.debug("worker endpoint listening on %s", self.address)
 

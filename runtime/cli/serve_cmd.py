@@ -1,0 +1,73 @@
+"""`stepflow serve` (also the `stepflow-server` command): run a node until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import discover_config, load_config
+from ..errors import UserError
+from ..state.base import StoreError
+from .options import PATH
+from .state_options import local_state, state_options
+
+log = logging.getLogger("stepflow.node")
+
+
+@click.command("serve")
+@click.option("-p", "--port", envvar="STEPFLOW_PORT", type=int, default=7840, show_default=True)
+@click.option("-c", "--config", "config_path", envvar="STEPFLOW_CONFIG", type=PATH)
+@click.option(
+    "--node-id", "--orchestrator-id", "node_id", envvar="STEPFLOW_ORCHESTRATOR_ID",
+    help="Stable id of this node (leases name it as the owner of its runs).",
+)  # fmt: skip
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option(
+    "--shutdown-grace-secs", type=float, default=10.0, show_default=True,
+    help="How long in-flight steps may finish after SIGTERM.",
+)  # fmt: skip
+@state_options
+def command(
+    port: int,
+    config_path: Path | None,
+    node_id: str | None,
+    host: str,
+    shutdown_grace_secs: float,
+    state_dir: Path | None,
+    in_memory: bool,
+) -> None:
+    """Serve runs to gRPC clients and tasks to workers on one port."""
+    from ..server.api import register_client_services
+    from ..server.node import Node, NodeOptions
+
+    config = load_config(config_path) if config_path else discover_config(None, None)
+    state = local_state(config, state_dir, in_memory)
+    options = NodeOptions(
+        host=host, port=port, node_id=node_id, shutdown_grace_secs=shutdown_grace_secs
+    )
+    node = Node(config, state.store, state.blobs, state.settings, options)
+    node.add_services(register_client_services(node))
+
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        try:
+            await node.start()
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        click.echo(json.dumps({"port": node.port}))
+        sys.stdout.flush()
+        log.info("node %s serving on port %d", node.node_id, node.port)
+        await stopping.wait()
+        log.info("shutting down: in-flight steps have %.0f s to finish", shutdown_grace_secs)
+        await node.stop()
+
+    asyncio.run(serve())

@@ -1,0 +1,1 @@
+"""A runtime node: the durable runner behind gRPC (and REST) client APIs."""

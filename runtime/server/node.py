@@ -1,0 +1,175 @@
+"""A runtime node: one Runtime, one state store, one gRPC port for clients and workers.
+
+Runs are executed by the DurableRunner as background tasks; everything a client reads comes from
+the store's metadata (derived from the journal), so reads answer the same during and after a run.
+At start the node resumes every unfinished root run in its store (startup recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..blobs import BlobStore
+from ..config import Config
+from ..durable import DurableRunner, RunRequest
+from ..engine import RunOutcome, Runtime
+from ..errors import UserError
+from ..model import Flow, parse_flow
+from ..state.base import TERMINAL, RunFilter, RunRecord, StateStore
+from ..state.settings import DurabilitySettings
+from ..worker_api.endpoint import WorkerEndpoint
+
+log = logging.getLogger("stepflow.node")
+
+DEFAULT_WAIT_SECS = 300.0
+
+
+class NotFound(Exception):
+    """An unknown flow, run, step or blob (→ NOT_FOUND)."""
+
+
+class InvalidRequest(Exception):
+    """A malformed request field (→ INVALID_ARGUMENT)."""
+
+
+@dataclass
+class NodeOptions:
+    host: str = "0.0.0.0"
+    port: int = 7840
+    node_id: str | None = None
+    shutdown_grace_secs: float = 10.0
+
+
+class Node:
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        blobs: BlobStore,
+        settings: DurabilitySettings,
+        options: NodeOptions,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.blobs = blobs
+        self.settings = settings
+        self.options = options
+        self.endpoint = WorkerEndpoint(blobs, host=options.host, port=options.port)
+        self.endpoint.set_run_lookup(self.is_local)
+        self.runtime = Runtime(config, blobs=blobs, worker_endpoint=self.endpoint)
+        self.runner: DurableRunner | None = None
+        self._tasks: dict[str, asyncio.Task[RunOutcome]] = {}
+        self.node_id = options.node_id or "stepflow-node"
+
+    def add_services(self, register: Callable[[Any], None]) -> None:
+        self.endpoint.add_services(register)
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.endpoint.start()
+        await self.runtime.start()
+        self.runner = DurableRunner(self.runtime, self.store, self.settings, owner=self._owner())
+        await self._recover()
+
+    def _owner(self) -> str:
+        from ..durable import process_owner_id
+
+        return self.options.node_id or process_owner_id()
+
+    async def _recover(self) -> None:
+        """Resume unfinished root runs of this store (durability.md §6, single node)."""
+        running = await self.store.list_runs(RunFilter(status="running", roots_only=True))
+        if running:
+            log.info("Found %d execution trees to recover", len(running))
+        for run in running:
+            log.info("Recovering execution tree rooted at %s", run.run_id)
+            self._tasks[run.run_id] = asyncio.create_task(self._resume(run.run_id))
+
+    async def _resume(self, run_id: str) -> RunOutcome:
+        assert self.runner is not None
+        try:
+            return await self.runner.resume(run_id)
+        finally:
+            self._tasks.pop(run_id, None)
+
+    async def stop(self) -> None:
+        """Graceful: nothing new is dispatched; in-flight steps get the grace period."""
+        if self.runner is not None:
+            self.runner.drain()
+        pending = list(self._tasks.values())
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.options.shutdown_grace_secs)
+            for task in late:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*late, return_exceptions=True)
+        await self.endpoint.close()
+        await self.runtime.close()
+        await self.store.close()
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def is_local(self, run_id: str) -> bool:
+        return run_id in self._tasks
+
+    async def load_flow(self, flow_id: str) -> Flow:
+        blob = await self.blobs.get(flow_id)
+        if blob is None:
+            raise NotFound(f"flow {flow_id} not found")
+        try:
+            return parse_flow(blob.json(), f"flow {flow_id}")
+        except (UserError, ValueError) as exc:
+            raise InvalidRequest(f"stored flow {flow_id} is not a valid flow: {exc}") from None
+
+    async def create_run(
+        self,
+        flow_id: str,
+        inputs: list[Any],
+        variables: dict[str, Any],
+        overrides: dict[str, Any] | None,
+        max_concurrency: int,
+    ) -> str:
+        """Journal the run and start executing it; returns once `root_run_created` is durable."""
+        assert self.runner is not None
+        flow = await self.load_flow(flow_id)
+        request = RunRequest(flow, inputs, variables, overrides, max_concurrency)
+        created: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self.runner.start(request, created=created))
+        try:
+            run_id = await created
+        except UserError as exc:
+            raise InvalidRequest(str(exc)) from None
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+        return run_id
+
+    async def wait(self, run_id: str, timeout: float | None) -> None:
+        """Until the run is terminal or `timeout` passes (never an error on timeout)."""
+        task = self._tasks.get(run_id)
+        limit = DEFAULT_WAIT_SECS if timeout is None else timeout
+        if task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), limit)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        return run
+
+    async def delete_run(self, run_id: str) -> None:
+        run = await self.get_run(run_id)
+        if run.status not in TERMINAL or run_id in self._tasks:
+            raise InvalidRequest("RUN_NOT_DELETABLE: the run is still running")
+        await self.store.delete_tree(run.root_run_id)

@@ -1,0 +1,275 @@
+"""A real `stepflow serve` process, driven over gRPC with our stepflow.v1 stubs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from stepflow_mesh.runtime._pb.stepflow.v1 import (
+    blobs_pb2,
+    blobs_pb2_grpc,
+    common_pb2,
+    components_pb2,
+    components_pb2_grpc,
+    flows_pb2,
+    flows_pb2_grpc,
+    health_pb2,
+    health_pb2_grpc,
+    runs_pb2,
+    runs_pb2_grpc,
+)
+from stepflow_mesh.runtime.worker_api.convert import from_value, to_struct, to_value
+
+STEPFLOW = Path(sys.executable).parent / "stepflow"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+FLOW = {
+    "name": "greet",
+    "schemas": {
+        "type": "object",
+        "properties": {
+            "variables": {
+                "type": "object",
+                "properties": {"greeting": {"type": "string", "default": "hello"}},
+            }
+        },
+    },
+    "steps": [
+        {"id": "pause", "component": "/builtin/sleep", "input": {"duration_ms": {"$input": "ms"}}},
+        {
+            "id": "words",
+            "component": "/python/word_stats",
+            "input": {"text": {"$input": "text"}, "top": 1},
+        },
+        {
+            "id": "greet",
+            "component": "/builtin/create_messages",
+            "input": {
+                "user_prompt": {"$variable": "greeting"},
+                "after": {"$step": "pause", "path": "duration_ms"},
+            },
+        },
+    ],
+    "output": {"words": {"$step": "words"}, "greeting": {"$step": "greet", "path": "messages"}},
+}
+
+
+class NodeProcess:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        (workdir / "stepflow-config.yml").write_text(
+            (EXAMPLES / "python-worker" / "stepflow-config.yml")
+            .read_text()
+            .replace("command: python", f"command: {sys.executable}")
+            .replace("args: [worker.py]", f"args: ['{EXAMPLES / 'python-worker' / 'worker.py'}']")
+        )
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(STEPFLOW), "serve", "--port", "0", "--state-dir", str(self.workdir / "state")],
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,
+            stderr=open(self.workdir / "node.log", "a"),  # noqa: SIM115 - closed with the process
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, (self.workdir / "node.log").read_text()
+        self.port = json.loads(line)["port"]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    process = NodeProcess(tmp_path_factory.mktemp("node"))
+    process.start()
+    yield process
+    assert process.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def channel(node: NodeProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{node.port}") as chan:
+        yield chan
+
+
+@pytest.fixture(scope="module")
+def flow_id(channel: grpc.Channel) -> str:
+    flows = flows_pb2_grpc.FlowsServiceStub(channel)
+    stored = flows.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(FLOW)))
+    assert stored.stored, stored.diagnostics
+    return str(stored.flow_id)
+
+
+def create(channel: grpc.Channel, flow_id: str, *inputs: Any, **kw: Any) -> Any:
+    runs = runs_pb2_grpc.RunsServiceStub(channel)
+    return runs.CreateRun(
+        runs_pb2.CreateRunRequest(flow_id=flow_id, input=[to_value(i) for i in inputs], **kw)
+    )
+
+
+def test_health(channel: grpc.Channel) -> None:
+    answer = health_pb2_grpc.HealthServiceStub(channel).HealthCheck(health_pb2.HealthCheckRequest())
+    assert answer.status == "healthy" and answer.timestamp.seconds > 0
+
+
+def test_create_run_and_wait(channel: grpc.Channel, flow_id: str) -> None:
+    response = create(
+        channel, flow_id, {"ms": 1, "text": "b a b"}, {"ms": 1, "text": "c"}, wait=True,
+        variables={"greeting": to_value("hi")},
+    )  # fmt: skip
+    assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+    assert response.summary.items.total == 2 and response.summary.items.completed == 2
+    outputs = [from_value(r.output) for r in response.results]
+    assert outputs[0]["words"] == {"top": ["b"], "words": 3}
+    assert outputs[1]["greeting"] == [{"role": "user", "content": "hi"}]
+
+
+def test_wait_timeout_returns_the_current_state(channel: grpc.Channel, flow_id: str) -> None:
+    started = time.monotonic()
+    response = create(channel, flow_id, {"ms": 3000, "text": "x"}, wait=True, timeout_secs=1)
+    assert time.monotonic() - started < 2.5
+    assert response.summary.status == common_pb2.EXECUTION_STATUS_RUNNING
+    assert not response.results
+    runs = runs_pb2_grpc.RunsServiceStub(channel)
+    done = runs.GetRun(
+        runs_pb2.GetRunRequest(run_id=response.summary.run_id, wait=True, timeout_secs=30)
+    )
+    assert done.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+    assert {s.step_id for s in done.steps} == {"pause", "words", "greet"}
+    assert all(s.status == common_pb2.EXECUTION_STATUS_COMPLETED for s in done.steps)
+
+
+def test_run_reads(channel: grpc.Channel, flow_id: str) -> None:
+    runs = runs_pb2_grpc.RunsServiceStub(channel)
+    run_id = create(channel, flow_id, {"ms": 1, "text": "z"}, wait=True).summary.run_id
+    listed = runs.ListRuns(runs_pb2.ListRunsRequest(flow_name="greet", roots_only=True))
+    assert listed.runs[0].run_id == run_id  # newest first
+    items = runs.GetRunItems(runs_pb2.GetRunItemsRequest(run_id=run_id))
+    assert [i.status for i in items.results] == [common_pb2.EXECUTION_STATUS_COMPLETED]
+    steps = runs.GetRunSteps(runs_pb2.GetRunStepsRequest(run_id=run_id, item_index=0))
+    assert [s.step_id for s in steps.steps] == ["pause", "words", "greet"]
+    detail = runs.GetStepDetail(runs_pb2.GetStepDetailRequest(run_id=run_id, step_id="words"))
+    assert from_value(detail.step.output) == {"top": ["z"], "words": 1}
+    with pytest.raises(grpc.RpcError) as ahead:
+        runs.GetStepDetail(
+            runs_pb2.GetStepDetailRequest(run_id=run_id, step_id="words", asof=10**9)
+        )
+    assert ahead.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    flow = runs.GetRunFlow(runs_pb2.GetRunFlowRequest(run_id=run_id))
+    assert flow.flow_id == flow_id and flow.flow.fields["name"].string_value == "greet"
+    runs.DeleteRun(runs_pb2.DeleteRunRequest(run_id=run_id))
+    with pytest.raises(grpc.RpcError) as gone:
+        runs.GetRun(runs_pb2.GetRunRequest(run_id=run_id))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_flows_service(channel: grpc.Channel, flow_id: str) -> None:
+    flows = flows_pb2_grpc.FlowsServiceStub(channel)
+    got = flows.GetFlow(flows_pb2.GetFlowRequest(flow_id=flow_id))
+    assert got.flow.fields["name"].string_value == "greet"
+    variables = flows.GetFlowVariables(flows_pb2.GetFlowVariablesRequest(flow_id=flow_id))
+    assert from_value(variables.variables["greeting"].default_value) == "hello"
+    dangling = {"steps": [{"id": "a", "component": "/builtin/noop", "input": {"$step": "ghost"}}]}
+    broken = flows.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(dangling)))
+    assert not broken.stored and broken.diagnostics.num_fatal + broken.diagnostics.num_error > 0
+
+
+def test_components_and_blobs(channel: grpc.Channel) -> None:
+    listed = components_pb2_grpc.ComponentsServiceStub(channel).ListRegisteredComponents(
+        components_pb2.ListRegisteredComponentsRequest(exclude_schemas=True)
+    )
+    paths = {c.path for c in listed.components}
+    assert {"/builtin/map", "/python/word_stats"} <= paths
+    blobs = blobs_pb2_grpc.BlobServiceStub(channel)
+    put = blobs.PutBlob(blobs_pb2.PutBlobRequest(json_data=to_value({"b": 1, "a": [2]})))
+    got = blobs.GetBlob(blobs_pb2.GetBlobRequest(blob_id=put.blob_id))
+    assert from_value(got.json_data) == {"a": [2], "b": 1} and got.blob_type == "data"
+    raw = blobs.PutBlob(blobs_pb2.PutBlobRequest(raw_data=b"\x00\x01", blob_type="binary"))
+    assert blobs.GetBlob(blobs_pb2.GetBlobRequest(blob_id=raw.blob_id)).raw_data == b"\x00\x01"
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        (lambda c: create(c, "ab" * 32, {}), grpc.StatusCode.NOT_FOUND),
+        (lambda c: create(c, "not-a-flow-id", {}), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda c: runs_pb2_grpc.RunsServiceStub(c).GetRun(
+                runs_pb2.GetRunRequest(run_id="01a2158a-0000-7000-8000-000000000000")
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        (
+            lambda c: runs_pb2_grpc.RunsServiceStub(c).GetRun(runs_pb2.GetRunRequest(run_id="x")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            lambda c: blobs_pb2_grpc.BlobServiceStub(c).GetBlob(
+                blobs_pb2.GetBlobRequest(blob_id="zz")
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            lambda c: flows_pb2_grpc.FlowsServiceStub(c).StoreFlow(
+                flows_pb2.StoreFlowRequest(flow=struct_pb2.Struct())
+            ),
+            None,
+        ),
+    ],
+)
+def test_bad_requests_get_clear_status_codes(
+    channel: grpc.Channel, call: Any, code: grpc.StatusCode | None
+) -> None:
+    if code is None:
+        call(channel)  # answered (with diagnostics), not an error
+        return
+    with pytest.raises(grpc.RpcError) as caught:
+        call(channel)
+    assert caught.value.code() == code, caught.value.details()
+    assert caught.value.details()
+
+
+def test_a_killed_node_resumes_its_runs_on_restart(tmp_path: Path) -> None:
+    """SIGKILL mid-run; the restarted node recovers the run from its journal and finishes it."""
+    node = NodeProcess(tmp_path)
+    node.start()
+    with grpc.insecure_channel(f"127.0.0.1:{node.port}") as chan:
+        stored = flows_pb2_grpc.FlowsServiceStub(chan).StoreFlow(
+            flows_pb2.StoreFlowRequest(flow=to_struct(FLOW))
+        )
+        run_id = create(chan, stored.flow_id, {"ms": 4000, "text": "q"}).summary.run_id
+        runs = runs_pb2_grpc.RunsServiceStub(chan)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the fast step is journalled
+            steps = runs.GetRunSteps(runs_pb2.GetRunStepsRequest(run_id=run_id)).steps
+            if any(s.step_id == "words" and s.status == 2 for s in steps):
+                break
+            time.sleep(0.05)
+    assert node.stop(signal.SIGKILL) == -signal.SIGKILL
+    node.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{node.port}") as chan:
+            runs = runs_pb2_grpc.RunsServiceStub(chan)
+            done = runs.GetRun(runs_pb2.GetRunRequest(run_id=run_id, wait=True, timeout_secs=60))
+            assert done.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+            items = runs.GetRunItems(runs_pb2.GetRunItemsRequest(run_id=run_id))
+            assert from_value(items.results[0].output)["words"] == {"top": ["q"], "words": 1}
+    finally:
+        assert node.stop() == 0
+    assert "Recovering execution tree rooted at" in (tmp_path / "node.log").read_text()
