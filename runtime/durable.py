@@ -75,6 +75,7 @@ class DurableRunner:
         self.settings = settings or DurabilitySettings()
         self.owner = owner or process_owner_id()
         self.executions: dict[str, RunExecution] = {}  # root run id → its executing tree
+        self._recorders: dict[str, JournalRecorder] = {}
         self.active_run_id: str | None = None  # the last run started or resumed (CLI messages)
 
     async def start(
@@ -184,13 +185,28 @@ class DurableRunner:
             recovered=None if fresh else tree,
         )
         self.executions[root.run_id] = execution
+        self._recorders[root.run_id] = recorder
         try:
             results = await execution.execute()
         finally:
             self.executions.pop(root.run_id, None)
+            self._recorders.pop(root.run_id, None)
         if execution.status in TERMINAL and (recorder.checkpointed or not fresh):
             await self.store.delete_checkpoint(root.run_id)
         return RunOutcome(root.run_id, execution.status, results)
+
+    async def cancel(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a tree executing here: journal first, then stop it (durability.md §15 G1).
+
+        False when the run is not executing in this process.
+        """
+        execution, recorder = self.executions.get(run_id), self._recorders.get(run_id)
+        if execution is None or recorder is None:
+            return False
+        if not execution.tree.cancelled:
+            await recorder.write([ev.run_cancel_requested(run_id, reason)])
+            execution.tree.cancel()
+        return True
 
     def drain(self, run_id: str | None = None) -> None:
         """Ctrl-C / shutdown: dispatch nothing new; in-flight steps finish and are journalled."""

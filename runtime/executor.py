@@ -40,6 +40,9 @@ RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cance
 INTERRUPTED = "interrupted"  # drained before finishing (Ctrl-C); not terminal, resumable
 
 
+CANCELLED_RESULT = FlowResult.failure("CANCELLED", "Run cancelled")
+
+
 class StepInterrupted(Exception):
     """A started step that never got a slot before the tree began draining: left in flight."""
 
@@ -119,9 +122,22 @@ class RunTree:
         self.limiter = asyncio.Semaphore(max(1, self.max_concurrency))
         # Set by `drain()`: start nothing new, let in-flight steps finish, leave the run resumable.
         self.draining = False
+        # Set by `cancel()`: start nothing new, stop in-flight steps, end the whole tree cancelled.
+        self.cancelled = bool(self.recovered and self.recovered.cancel_requested)
+        self.step_tasks: set[asyncio.Task[FlowResult]] = set()
 
     def drain(self) -> None:
         self.draining = True
+
+    def cancel(self) -> None:
+        """Cancel every run of the tree (the caller journals `run_cancel_requested` first)."""
+        self.cancelled = True
+        for task in list(self.step_tasks):
+            task.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self.draining or self.cancelled
 
     def recovered_run(self, run_id: str) -> RunState | None:
         return self.recovered.runs.get(run_id) if self.recovered else None
@@ -196,7 +212,10 @@ class RunExecution:
         if len(results) < len(self.inputs):
             self.status = INTERRUPTED
             return results
-        self.status = FAILED if any(not r.ok for r in results) else COMPLETED
+        if self.tree.cancelled:
+            self.status = CANCELLED
+        else:
+            self.status = FAILED if any(not r.ok for r in results) else COMPLETED
         for obs in self.tree.observers:
             await obs.run_completed(self, self.status)
         return results
@@ -236,9 +255,9 @@ class RunExecution:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 finished = [
-                    (running.pop(task), task.result())
+                    (running[task], CANCELLED_RESULT if task.cancelled() else task.result())
                     for task in done
-                    if not isinstance(task.exception(), StepInterrupted)
+                    if task.cancelled() or not isinstance(task.exception(), StepInterrupted)
                 ]
                 for task in done:
                     running.pop(task, None)
@@ -247,9 +266,10 @@ class RunExecution:
         finally:
             for task in running:
                 task.cancel()
-        if self.tree.draining and any(s.id not in results for s in self._demanded(env)):
+        unfinished = self.tree.stopping and any(s.id not in results for s in self._demanded(env))
+        if unfinished and not self.tree.cancelled:
             return  # interrupted: no item result, the journal says what is left to do
-        result = self._item_result(env)
+        result = CANCELLED_RESULT if unfinished else self._item_result(env)
         self.results[index] = result
         for obs in self.tree.observers:
             await obs.item_completed(self, index, result)
@@ -279,7 +299,7 @@ class RunExecution:
         announced: set[int],
     ) -> bool:
         """Start every demanded step whose inputs are ready; True if any step finished at once."""
-        if self.tree.draining:
+        if self.tree.stopping:
             return False
         active = {s.id for s in running.values()}
         demanded = self._demanded(env)
@@ -313,6 +333,8 @@ class RunExecution:
             for step, value, state in starts:
                 task = asyncio.create_task(self._run_step(index, step, value, state))
                 running[task] = step
+                self.tree.step_tasks.add(task)
+                task.add_done_callback(self.tree.step_tasks.discard)
         if failed_inputs:
             await self._finish_steps(index, failed_inputs, env.results)  # type: ignore[arg-type]
         return bool(failed_inputs)
@@ -376,6 +398,8 @@ class RunExecution:
                 delay = retry.backoff.delay_seconds(state.component_retries)
             else:
                 return result
+            if self.tree.stopping:
+                return result
             log.info(
                 "retrying step %s (attempt %d) after %s: %s",
                 step.id, state.attempt + 1, code, result.error.message,
@@ -408,6 +432,8 @@ class RunExecution:
             component_id=route.component_id,
         )
         async with self._slot():
+            if self.tree.cancelled:
+                return CANCELLED_RESULT
             if self.tree.draining:
                 raise StepInterrupted(step.id)
             try:

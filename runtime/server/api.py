@@ -251,6 +251,12 @@ class RunsServicer(runs_pb2_grpc.RunsServiceServicer):
         return runs_pb2.DeleteRunResponse()
 
     @_status_errors
+    async def CancelRun(self, request: Any, context: Any) -> Any:
+        run_id = _run_id(request.run_id)
+        await self.node.cancel_run(run_id)
+        return runs_pb2.CancelRunResponse(summary=await self._summary(run_id))
+
+    @_status_errors
     async def GetRunItems(self, request: Any, context: Any) -> Any:
         by_completion = request.result_order == common_pb2.RESULT_ORDER_BY_COMPLETION
         results = await self._item_results(_run_id(request.run_id), by_completion)

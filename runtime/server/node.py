@@ -162,6 +162,18 @@ class Node:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(task), limit)
 
+    async def cancel_run(self, run_id: str) -> None:
+        """Cancel a running root run; a finished run is left as it is."""
+        assert self.runner is not None
+        run = await self.get_run(run_id)
+        if run.parent_run_id is not None:
+            raise InvalidRequest(f"{run_id} is a sub-run; cancel its root {run.root_run_id}")
+        if run.status in TERMINAL:
+            return
+        if not await self.runner.cancel(run_id, "cancelled by a client"):
+            raise NotFound(f"run {run_id} is not executing on this node")
+        await self.wait(run_id, 1.0)
+
     async def get_run(self, run_id: str) -> RunRecord:
         run = await self.store.get_run(run_id)
         if run is None:

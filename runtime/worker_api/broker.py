@@ -24,6 +24,7 @@ log = logging.getLogger("stepflow.workers")
 QUEUED, EXECUTING = "queued", "executing"
 HEARTBEAT_TIMEOUT_SECS = 5.0
 WATCHDOG_INTERVAL_SECS = 0.5
+ABORT_MEMORY_SECS = 60.0  # how long a cancelled task keeps answering `should_abort`
 
 
 class UnknownTask(Exception):
@@ -82,6 +83,8 @@ class TaskBroker:
         self._queues: dict[str, _Queue] = {}
         self._tasks: dict[str, TrackedTask] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        # Tasks whose step was cancelled while a worker ran them: heartbeats say `should_abort`.
+        self._aborted: dict[str, float] = {}
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -128,6 +131,10 @@ class TaskBroker:
         self._pump(queue)
         try:
             return await task.result
+        except asyncio.CancelledError:
+            if task.phase == EXECUTING:
+                self._aborted[task_id] = time.monotonic()
+            raise
         finally:
             if self._tasks.get(task_id) is task:
                 self._forget(task)
@@ -185,6 +192,8 @@ class TaskBroker:
     def heartbeat(self, task_id: str, worker_id: str) -> tuple[bool, bool]:
         """(should_abort, already_claimed_by_another_worker); claims a queued task."""
         task = self._tasks.get(task_id)
+        if task is None and task_id in self._aborted:
+            return True, False
         if task is None or task.result.done():
             raise UnknownTask(task_id)
         if task.abort:
@@ -254,6 +263,9 @@ class TaskBroker:
         while self._tasks:
             await asyncio.sleep(WATCHDOG_INTERVAL_SECS)
             now = time.monotonic()
+            for task_id, since in list(self._aborted.items()):
+                if now - since > ABORT_MEMORY_SECS:
+                    del self._aborted[task_id]
             for task in list(self._tasks.values()):
                 message = self._expired(task, now)
                 if message and not task.result.done():

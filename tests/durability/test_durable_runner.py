@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,54 @@ async def test_a_dead_local_owner_is_taken_over(store: StateStore) -> None:
         runner = DurableRunner(runtime, store)
         outcome = await runner.start(RunRequest(CHAIN, [{}], {}, None, 1), run_id=run_id)
     assert outcome.results[0].value == EXPECTED
+
+
+class StartedSignal(RunObserver):
+    """Sets an event when a given step has been dispatched."""
+
+    def __init__(self, step_id: str) -> None:
+        self.step_id = step_id
+        self.started = asyncio.Event()
+
+    async def tasks_started(self, run: Any, tasks: Any) -> None:
+        if any(t.step_id == self.step_id for t in tasks):
+            self.started.set()
+
+
+async def test_cancel_stops_in_flight_steps_and_ends_the_tree_cancelled(
+    store: StateStore,
+) -> None:
+    flow = parse_flow(
+        {
+            "name": "long",
+            "steps": [
+                {"id": "nap", "component": "/builtin/sleep", "input": {"duration_ms": 60000}},
+                {"id": "after", "component": "/builtin/noop",
+                 "input": {"x": {"$step": "nap"}}},
+            ],
+            "output": {"$step": "after"},
+        }
+    )  # fmt: skip
+    signal = StartedSignal("nap")
+    async with Runtime(default_config(Path.cwd())) as runtime:
+        runner = DurableRunner(runtime, store)
+        running = asyncio.create_task(
+            runner.start(RunRequest(flow, [{}, {}], {}, None, 4), [signal])
+        )
+        await signal.started.wait()
+        run_id = next(iter(runner.executions))
+        assert await runner.cancel(run_id, "test")
+        outcome = await asyncio.wait_for(running, 10)
+    assert outcome.status == "cancelled"
+    assert [r.error.code for r in outcome.results if r.error] == ["CANCELLED", "CANCELLED"]
+    events = [e.event for e in await store.read_journal(run_id)]
+    kinds = [e["type"] for e in events]
+    assert kinds.index("run_cancel_requested") < kinds.index("run_completed")
+    assert events[-1] == {"type": "run_completed", "run_id": run_id, "status": "cancelled"}
+    assert not any(
+        e["type"] == "tasks_started" and any(t["step_id"] == "after" for g in e["runs"]
+                                             for t in g["tasks"])
+        for e in events
+    )  # fmt: skip
+    record = await store.get_run(run_id)
+    assert record is not None and record.status == "cancelled"

@@ -273,3 +273,34 @@ def test_a_killed_node_resumes_its_runs_on_restart(tmp_path: Path) -> None:
     finally:
         assert node.stop() == 0
     assert "Recovering execution tree rooted at" in (tmp_path / "node.log").read_text()
+
+
+def test_cancel_stops_a_long_worker_step(channel: grpc.Channel) -> None:
+    flows = flows_pb2_grpc.FlowsServiceStub(channel)
+    long_flow = {
+        "name": "long",
+        "steps": [
+            {"id": "slow", "component": "/python/slow", "input": {"seconds": 120, "value": 1}},
+            {"id": "after", "component": "/builtin/noop", "input": {"x": {"$step": "slow"}}},
+        ],
+        "output": {"$step": "after"},
+    }
+    flow_id = flows.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(long_flow))).flow_id
+    run_id = create(channel, flow_id, {}).summary.run_id
+    runs = runs_pb2_grpc.RunsServiceStub(channel)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the worker holds the step
+        steps = runs.GetRunSteps(runs_pb2.GetRunStepsRequest(run_id=run_id)).steps
+        if any(s.step_id == "slow" and s.status == common_pb2.EXECUTION_STATUS_RUNNING
+               for s in steps):  # fmt: skip
+            break
+        time.sleep(0.05)
+    started = time.monotonic()
+    cancelled = runs.CancelRun(runs_pb2.CancelRunRequest(run_id=run_id))
+    assert cancelled.summary.status == common_pb2.EXECUTION_STATUS_CANCELLED
+    assert time.monotonic() - started < 5
+    final = runs.GetRun(runs_pb2.GetRunRequest(run_id=run_id))
+    assert final.summary.status == common_pb2.EXECUTION_STATUS_CANCELLED
+    [slow] = [s for s in final.steps if s.step_id == "slow"]
+    assert slow.error_code == common_pb2.TASK_ERROR_CODE_CANCELLED
+    assert all(s.step_id != "after" or s.status != 2 for s in final.steps)
