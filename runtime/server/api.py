@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -36,6 +36,7 @@ from ..state.base import RunFilter, StateStore
 from ..validation import validate
 from ..worker_api.convert import from_struct, from_value, to_struct, to_value
 from . import messages
+from .events import follow_run
 from .node import InvalidRequest, Node, NotFound
 
 log = logging.getLogger("stepflow.api")
@@ -255,6 +256,28 @@ class RunsServicer(runs_pb2_grpc.RunsServiceServicer):
         run_id = _run_id(request.run_id)
         await self.node.cancel_run(run_id)
         return runs_pb2.CancelRunResponse(summary=await self._summary(run_id))
+
+    async def GetRunEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        """Journal events of the run, then live ones, until it completes."""
+        try:
+            run = await self.node.get_run(_run_id(request.run_id))
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            return
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        stream = follow_run(
+            self.store,
+            run.root_run_id,
+            run.run_id,
+            since=request.since if request.HasField("since") else 0,
+            event_types=frozenset(request.event_types),
+            include_sub_runs=request.include_sub_runs,
+            include_results=request.include_results,
+        )
+        async for message in stream:
+            yield message
 
     @_status_errors
     async def GetRunItems(self, request: Any, context: Any) -> Any:

@@ -94,13 +94,18 @@ def sub_run_created(
     return event
 
 
-def steps_needed(run_id: str, item_index: int, step_indices: Sequence[int]) -> Event:
-    return {
+def steps_needed(
+    run_id: str, item_index: int, step_indices: Sequence[int], step_ids: Sequence[str] = ()
+) -> Event:
+    event: Event = {
         "type": STEPS_NEEDED,
         "run_id": run_id,
         "item_index": item_index,
         "step_indices": list(step_indices),
     }
+    if step_ids:
+        event["step_ids"] = list(step_ids)  # project field: readers need no flow to name them
+    return event
 
 
 def tasks_started(runs: dict[str, list[dict[str, Any]]]) -> Event:
@@ -124,13 +129,18 @@ def task_completed(
     }
 
 
-def steps_unblocked(run_id: str, item_index: int, step_indices: Sequence[int]) -> Event:
-    return {
+def steps_unblocked(
+    run_id: str, item_index: int, step_indices: Sequence[int], step_ids: Sequence[str] = ()
+) -> Event:
+    event: Event = {
         "type": STEPS_UNBLOCKED,
         "run_id": run_id,
         "item_index": item_index,
         "step_indices": list(step_indices),
     }
+    if step_ids:
+        event["step_ids"] = list(step_ids)
+    return event
 
 
 def item_completed(run_id: str, item_index: int, result: FlowResult) -> Event:

@@ -80,12 +80,14 @@ class JournalRecorder(RunObserver):
     async def steps_needed(
         self, run: RunExecution, item_index: int, step_indices: Sequence[int]
     ) -> None:
-        self._pending.append(ev.steps_needed(run.run_id, item_index, step_indices))
+        ids = [run.flow.steps[i].id for i in step_indices]
+        self._pending.append(ev.steps_needed(run.run_id, item_index, step_indices, ids))
 
     async def steps_unblocked(
         self, run: RunExecution, item_index: int, step_indices: Sequence[int]
     ) -> None:
-        self._pending.append(ev.steps_unblocked(run.run_id, item_index, step_indices))
+        ids = [run.flow.steps[i].id for i in step_indices]
+        self._pending.append(ev.steps_unblocked(run.run_id, item_index, step_indices, ids))
 
     async def tasks_started(self, run: RunExecution, tasks: Sequence[TaskStart]) -> None:
         await self.write(

@@ -304,3 +304,38 @@ def test_cancel_stops_a_long_worker_step(channel: grpc.Channel) -> None:
     [slow] = [s for s in final.steps if s.step_id == "slow"]
     assert slow.error_code == common_pb2.TASK_ERROR_CODE_CANCELLED
     assert all(s.step_id != "after" or s.status != 2 for s in final.steps)
+
+
+def test_events_stream_replays_then_follows_until_completion(
+    channel: grpc.Channel, flow_id: str
+) -> None:
+    runs = runs_pb2_grpc.RunsServiceStub(channel)
+    run_id = create(channel, flow_id, {"ms": 300, "text": "e f e"}).summary.run_id
+    stream = runs.GetRunEvents(
+        runs_pb2.GetRunEventsRequest(run_id=run_id, include_results=True), timeout=30
+    )
+    events = list(stream)  # ends by itself after RunCompleted
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "run_created" and kinds[-1] == "run_completed"
+    assert events[-1].run_completed.status == common_pb2.EXECUTION_STATUS_COMPLETED
+    started = {e.step_started.step_id for e in events if e.HasField("step_started")}
+    assert started == {"pause", "words", "greet"}
+    ready = [e.step_ready.step_id for e in events if e.HasField("step_ready")]
+    assert ready == ["greet"]  # the only step whose input waited on another step
+    completed = [e.step_completed for e in events if e.HasField("step_completed")]
+    words = next(c for c in completed if c.step_id == "words")
+    assert from_value(words.result)["result"] == {"top": ["e"], "words": 3}
+    sequences = [e.sequence_number for e in events]
+    assert sequences == sorted(sequences)
+    # `since` and a type filter: only the completion, replayed from the journal.
+    tail = list(
+        runs.GetRunEvents(
+            runs_pb2.GetRunEventsRequest(
+                run_id=run_id,
+                since=sequences[-1],
+                event_types=[runs_pb2.STATUS_EVENT_TYPE_RUN_COMPLETED],
+            ),
+            timeout=30,
+        )
+    )
+    assert [e.WhichOneof("event") for e in tail] == ["run_completed"]
