@@ -47,6 +47,16 @@ async def archive(input: dict, context: StepflowContext) -> dict:
 
 
 @server.component
+async def run_flow(input: dict, context: StepflowContext) -> dict:
+    """Runs `flow` over `inputs` as a new run through the runtime and returns the outputs."""
+    status = await context.submit_run(
+        input["flow"], input.get("inputs") or [{}], wait=True, timeout_secs=60
+    )
+    outputs = [r.get("output") for r in status.get("results", [])]
+    return {"status": status.get("status"), "outputs": outputs}
+
+
+@server.component
 async def slow(input: dict) -> dict:
     """Sleeps `seconds`, then echoes `value` (timeouts and cancellation)."""
     await asyncio.sleep(float(input.get("seconds", 1)))

@@ -29,11 +29,11 @@ log = logging.getLogger("stepflow.node")
 DEFAULT_WAIT_SECS = 300.0
 
 
-class NotFound(Exception):
+class NotFound(LookupError):
     """An unknown flow, run, step or blob (→ NOT_FOUND)."""
 
 
-class InvalidRequest(Exception):
+class InvalidRequest(ValueError):
     """A malformed request field (→ INVALID_ARGUMENT)."""
 
 
@@ -61,6 +61,9 @@ class Node:
         self.options = options
         self.endpoint = WorkerEndpoint(blobs, host=options.host, port=options.port)
         self.endpoint.set_run_lookup(self.is_local)
+        from .worker_calls import NodeRunCalls
+
+        self.endpoint.run_calls = NodeRunCalls(self)
         self.runtime = Runtime(config, blobs=blobs, worker_endpoint=self.endpoint)
         self.runner: DurableRunner | None = None
         self._tasks: dict[str, asyncio.Task[RunOutcome]] = {}

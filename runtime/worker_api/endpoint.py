@@ -16,7 +16,7 @@ import grpc
 from .._pb.stepflow.v1 import blobs_pb2_grpc, orchestrator_pb2_grpc, tasks_pb2_grpc
 from ..blobs import BlobStore
 from .broker import TaskBroker
-from .servicer import BlobServicer, OrchestratorServicer, TasksServicer
+from .servicer import BlobServicer, OrchestratorServicer, RunCalls, TasksServicer
 
 log = logging.getLogger("stepflow.workers")
 
@@ -38,6 +38,7 @@ class WorkerEndpoint:
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._services: list[Callable[[grpc.aio.Server], None]] = []
         self._local_runs: Callable[[str], bool] = lambda run_id: False
+        self.run_calls: RunCalls | None = None  # set by a node: SubmitRun/GetRun from components
 
     def on_new_stream(self, queue: str, callback: Callable[[], None]) -> None:
         """Call `callback` whenever a worker opens a PullTasks stream on `queue` (discovery)."""
@@ -63,7 +64,7 @@ class WorkerEndpoint:
         # The generated registration functions are untyped (grpc_tools writes no stubs for them).
         tasks_pb2_grpc.add_TasksServiceServicer_to_server(tasks, server)  # type: ignore[no-untyped-call]
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            OrchestratorServicer(self.broker), server
+            OrchestratorServicer(self.broker, lambda: self.run_calls), server
         )
         blobs_pb2_grpc.add_BlobServiceServicer_to_server(BlobServicer(self.blobs), server)  # type: ignore[no-untyped-call]
         for register in self._services:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -94,9 +94,20 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
         return tasks_pb2.GetOrchestratorForRunResponse(orchestrator_service_url=self.own_url())
 
 
+class RunCalls(Protocol):
+    """Runs created or read by running components (a node provides this; §3.8)."""
+
+    async def submit_run(self, request: Any) -> Any:
+        """OrchestratorSubmitRunRequest → OrchestratorRunStatus."""
+
+    async def get_run(self, request: Any) -> Any:
+        """OrchestratorGetRunRequest → OrchestratorRunStatus."""
+
+
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
-    def __init__(self, broker: TaskBroker) -> None:
+    def __init__(self, broker: TaskBroker, run_calls: Callable[[], RunCalls | None]) -> None:
         self.broker = broker
+        self.run_calls = run_calls
 
     async def TaskHeartbeat(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if not request.worker_id:
@@ -152,14 +163,26 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         raise AssertionError("unreachable")
 
     async def SubmitRun(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "SubmitRun from components arrives with the node server"
-        )
+        return await self._run_call("submit_run", request, context)
 
     async def GetRun(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "GetRun from components arrives with the node server"
-        )
+        return await self._run_call("get_run", request, context)
+
+    async def _run_call(
+        self, name: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        calls = self.run_calls()
+        if calls is None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "runs from components need a node: start one with `stepflow serve`",
+            )
+        try:
+            return await getattr(calls, name)(request)
+        except LookupError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
 
 class BlobServicer(blobs_pb2_grpc.BlobServiceServicer):

@@ -339,3 +339,34 @@ def test_events_stream_replays_then_follows_until_completion(
         )
     )
     assert [e.WhichOneof("event") for e in tail] == ["run_completed"]
+
+
+def test_a_component_submits_a_run_through_the_node(channel: grpc.Channel) -> None:
+    inner = {
+        "steps": [
+            {"id": "m", "component": "/builtin/create_messages",
+             "input": {"user_prompt": {"$input": "q"}}},
+        ],
+        "output": {"$step": "m", "path": "messages"},
+    }  # fmt: skip
+    outer = {
+        "name": "outer",
+        "steps": [
+            {
+                "id": "sub",
+                "component": "/python/run_flow",
+                "input": {"flow": {"$literal": inner}, "inputs": [{"q": "one"}, {"q": "two"}]},
+            }
+        ],
+        "output": {"$step": "sub"},
+    }
+    flows = flows_pb2_grpc.FlowsServiceStub(channel)
+    flow_id = flows.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(outer))).flow_id
+    response = create(channel, flow_id, {}, wait=True, timeout_secs=60)
+    assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED, response
+    result = from_value(response.results[0].output)
+    assert result["status"] == "EXECUTION_STATUS_COMPLETED"
+    assert result["outputs"] == [
+        [{"role": "user", "content": "one"}],
+        [{"role": "user", "content": "two"}],
+    ]

@@ -48,7 +48,14 @@ def one_step(component: str, step_input: Any) -> Any:
 async def test_discovery_and_execution(tmp_path: Path) -> None:
     async with Runtime(config(tmp_path)) as runtime:
         paths = sorted(c.path for c in runtime.components["python"])
-        assert paths == ["/archive", "/crash_once", "/score_review", "/slow", "/word_stats"]
+        assert paths == [
+            "/archive",
+            "/crash_once",
+            "/run_flow",
+            "/score_review",
+            "/slow",
+            "/word_stats",
+        ]
         outcome = await runtime.run(
             one_step("/python/word_stats", {"text": "a b a c a b", "top": 2}), [{}]
         )
