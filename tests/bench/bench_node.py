@@ -1,0 +1,138 @@
+"""Node throughput over the network: runs/s and latency at 32 concurrent gRPC clients.
+
+Starts a real `stepflow serve` (SQLite journal in a temp dir) with a stepflow-py worker, then:
+- runs/s and p50/p95 latency of a one-step flow through the worker's `echo` component;
+- runs/s of 1, 10 and 100 parallel `noop` steps (durable, SQLite).
+Each client loops CreateRun(wait=true). Issue 4 reference figures for upstream 0.13 on this
+machine class (printed for comparison when upstream's wheel is not installed): 180 runs/s through
+a stepflow-py echo worker; SQLite 173 / 67 / 7.9 runs/s for 1 / 10 / 100 noop steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from stepflow_mesh.runtime._pb.stepflow.v1 import (
+    common_pb2,
+    flows_pb2,
+    flows_pb2_grpc,
+    runs_pb2,
+    runs_pb2_grpc,
+)
+from stepflow_mesh.runtime.worker_api.convert import to_struct, to_value
+
+UPSTREAM = {"echo": 180.0, 1: 173.0, 10: 67.0, 100: 7.9}
+BIN = Path(sys.executable).parent
+
+
+def echo_flow() -> dict[str, Any]:
+    return {
+        "name": "echo",
+        "steps": [{"id": "e", "component": "/python/echo", "input": {"x": {"$input": "x"}}}],
+        "output": {"$step": "e"},
+    }
+
+
+def noop_flow(width: int) -> dict[str, Any]:
+    steps = [{"id": f"s{i}", "component": "/builtin/noop", "input": {"i": i}} for i in range(width)]
+    return {"name": f"noop-{width}", "steps": steps,
+            "output": {f"s{i}": {"$step": f"s{i}"} for i in range(width)}}  # fmt: skip
+
+
+async def measure(
+    target: str, flow: dict[str, Any], clients: int, seconds: float
+) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        flows = flows_pb2_grpc.FlowsServiceStub(channel)
+        runs = runs_pb2_grpc.RunsServiceStub(channel)
+        flow_id = (await flows.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(flow)))).flow_id
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await runs.CreateRun(
+                    runs_pb2.CreateRunRequest(
+                        flow_id=flow_id, input=[to_value({"x": 1})], wait=True, timeout_secs=60
+                    )
+                )
+                if response.summary.status != common_pb2.EXECUTION_STATUS_COMPLETED:
+                    raise SystemExit(f"benchmark run failed: {response}")
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "runs_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1e3,
+        "p95_ms": latencies[int(len(latencies) * 0.95) - 1] * 1e3,
+    }
+
+
+def start_node(workdir: Path) -> tuple[subprocess.Popen[str], int]:
+    (workdir / "stepflow-config.yml").write_text(
+        "plugins:\n  builtin: {type: builtin}\n"
+        f"  python: {{type: grpc, queueName: python, command: '{BIN / 'stepflow_worker'}',"
+        " env: {STEPFLOW_LOG_LEVEL: WARNING, STEPFLOW_MAX_CONCURRENT: '32'}}\n"
+        'routes:\n  "/builtin": [{plugin: builtin}]\n  "/python": [{plugin: python}]\n'
+    )
+    node = subprocess.Popen(
+        [str(BIN / "stepflow"), "--log-level", "warning", "serve", "--port", "0",
+         "--state-dir", str(workdir / "state")],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert node.stdout is not None
+    return node, int(json.loads(node.stdout.readline())["port"])
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        node, port = start_node(Path(tmp))
+        target = f"127.0.0.1:{port}"
+        try:
+            rows = [
+                (
+                    "echo via stepflow-py",
+                    "echo",
+                    await measure(target, echo_flow(), args.clients, args.seconds),
+                )
+            ]
+            for width in (1, 10, 100):
+                figures = await measure(target, noop_flow(width), args.clients, args.seconds)
+                rows.append((f"{width} noop steps (SQLite)", width, figures))
+        finally:
+            node.terminate()
+            node.wait(timeout=30)
+    print(f"node over gRPC, {args.clients} concurrent clients")
+    print(f"{'flow':<24} {'runs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'upstream':>9} {'ratio':>6}")
+    for label, key, f in rows:
+        upstream = UPSTREAM[key]
+        print(
+            f"{label:<24} {f['runs_per_s']:>8.1f} {f['p50_ms']:>8.1f} {f['p95_ms']:>8.1f}"
+            f" {upstream:>9.1f} {f['runs_per_s'] / upstream:>6.2f}"
+        )
+    print("upstream = issue 4 reference figures (stepflow-orchestrator wheel not installed)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
