@@ -85,6 +85,7 @@ def _register() -> None:
         run_cmd,
         runs_cmd,
         serve_cmd,
+        submit_cmd,
         test_cmd,
         validate_cmd,
         visualize_cmd,
@@ -92,6 +93,7 @@ def _register() -> None:
 
     commands = (
         run_cmd,
+        submit_cmd,
         resume_cmd,
         serve_cmd,
         test_cmd,

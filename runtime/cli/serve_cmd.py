@@ -22,6 +22,10 @@ log = logging.getLogger("stepflow.node")
 
 @click.command("serve")
 @click.option("-p", "--port", envvar="STEPFLOW_PORT", type=int, default=7840, show_default=True)
+@click.option(
+    "--http-port", envvar="STEPFLOW_HTTP_PORT", type=click.IntRange(0, 65535),
+    help="Port of the REST API /api/v1 (default: --port + 1; 0 = any free port).",
+)  # fmt: skip
 @click.option("-c", "--config", "config_path", envvar="STEPFLOW_CONFIG", type=PATH)
 @click.option(
     "--node-id", "--orchestrator-id", "node_id", envvar="STEPFLOW_ORCHESTRATOR_ID",
@@ -35,6 +39,7 @@ log = logging.getLogger("stepflow.node")
 @state_options
 def command(
     port: int,
+    http_port: int | None,
     config_path: Path | None,
     node_id: str | None,
     host: str,
@@ -42,9 +47,10 @@ def command(
     state_dir: Path | None,
     in_memory: bool,
 ) -> None:
-    """Serve runs to gRPC clients and tasks to workers on one port."""
+    """Serve runs to gRPC clients and tasks to workers on one port, REST on the HTTP port."""
     from ..server.api import register_client_services
     from ..server.node import Node, NodeOptions
+    from ..server.rest import RestServer
 
     config = load_config(config_path) if config_path else discover_config(None, None)
     state = local_state(config, state_dir, in_memory)
@@ -53,6 +59,9 @@ def command(
     )
     node = Node(config, state.store, state.blobs, state.settings, options)
     node.add_services(register_client_services(node))
+    if http_port is None:
+        http_port = 0 if port == 0 else port + 1
+    rest = RestServer.for_node(node, host, http_port)
 
     async def serve() -> None:
         stopping = asyncio.Event()
@@ -63,11 +72,17 @@ def command(
             await node.start()
         except StoreError as exc:
             raise UserError(str(exc)) from None
-        click.echo(json.dumps({"port": node.port}))
+        try:
+            await rest.start()
+        except (OSError, OverflowError) as exc:
+            await node.stop()
+            raise UserError(f"cannot serve the REST API on port {http_port}: {exc}") from None
+        click.echo(json.dumps({"port": node.port, "httpPort": rest.port}))
         sys.stdout.flush()
-        log.info("node %s serving on port %d", node.node_id, node.port)
+        log.info("node %s serving on port %d (REST %d)", node.node_id, node.port, rest.port)
         await stopping.wait()
         log.info("shutting down: in-flight steps have %.0f s to finish", shutdown_grace_secs)
+        await rest.stop()
         await node.stop()
 
     asyncio.run(serve())
