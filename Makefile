@@ -8,7 +8,7 @@ STAMP     := $(VENV)/.installed
 CONFORMANCE ?= $(firstword $(wildcard ../shared/conformance /work/shared/conformance))
 MYPY_SRC  := $(VENV)/mypy-src
 
-.PHONY: install lint test unit conformance demo bench proto clean
+.PHONY: install lint test unit conformance demo demo-local bench proto clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ conformance: install
 test: lint unit conformance
 
 demo: install
+	@# A node with a stepflow-py worker: builtins and Python components, submitted over gRPC.
+	$(PY) examples/node_demo.py
+
+demo-local: install
+	@# The same engine in one process, no node: an offline review digest.
 	$(VENV)/bin/stepflow run --flow examples/review-digest/flow.yaml \
 		--input examples/review-digest/input.json --config examples/review-digest/stepflow-config.yml \
 		--output $(VENV)/demo-result.json

@@ -160,3 +160,20 @@ def test_bad_openai_config_names_file_and_field(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"{config}: plugins.builtin.openai.baseUrl: expected a non-empty string" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_node_demo_runs_through_a_node_and_a_stepflow_py_worker() -> None:
+    """`make demo`: starts a node, submits the review-scores flow, stops the node."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "node_demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["outcome"] == "success"
+    scores = [r["result"]["score"] for r in result["result"]["scores"]]
+    assert scores == [1, -0.9, 0.5, -1]
+    assert len(result["result"]["archive_blob"]) == 64
+    assert "node stopped" in proc.stderr
