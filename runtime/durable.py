@@ -58,6 +58,7 @@ class RunRequest:
     variables: dict[str, Any]
     overrides: dict[str, Any] | None
     max_concurrency: int
+    flow_id: str | None = None  # set when the flow is already stored as a blob (a node's flows)
 
 
 class DurableRunner:
@@ -107,7 +108,7 @@ class DurableRunner:
     ) -> RunOutcome:
         self.active_run_id = run_id
         async with self._lease(run_id):
-            flow_id = await self.runtime.blobs.put_json(request.flow.raw, "flow")
+            flow_id = request.flow_id or await self.runtime.blobs.put_json(request.flow.raw, "flow")
             event = ev.root_run_created(
                 run_id,
                 flow_id,

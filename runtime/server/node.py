@@ -27,6 +27,7 @@ from ..worker_api.endpoint import WorkerEndpoint
 log = logging.getLogger("stepflow.node")
 
 DEFAULT_WAIT_SECS = 300.0
+FLOW_CACHE_SIZE = 256
 
 
 class NotFound(LookupError):
@@ -67,6 +68,7 @@ class Node:
         self.runtime = Runtime(config, blobs=blobs, worker_endpoint=self.endpoint)
         self.runner: DurableRunner | None = None
         self._tasks: dict[str, asyncio.Task[RunOutcome]] = {}
+        self._flows: dict[str, Flow] = {}  # parsed flows by id, oldest first
         self.node_id = options.node_id or "stepflow-node"
 
     def add_services(self, register: Callable[[Any], None]) -> None:
@@ -127,6 +129,17 @@ class Node:
         return run_id in self._tasks
 
     async def load_flow(self, flow_id: str) -> Flow:
+        """Flows are content-addressed, so a parsed flow can be reused for every run of it."""
+        cached = self._flows.get(flow_id)
+        if cached is not None:
+            return cached
+        flow = await self._read_flow(flow_id)
+        if len(self._flows) >= FLOW_CACHE_SIZE:
+            self._flows.pop(next(iter(self._flows)))
+        self._flows[flow_id] = flow
+        return flow
+
+    async def _read_flow(self, flow_id: str) -> Flow:
         blob = await self.blobs.get(flow_id)
         if blob is None:
             raise NotFound(f"flow {flow_id} not found")
@@ -146,7 +159,7 @@ class Node:
         """Journal the run and start executing it; returns once `root_run_created` is durable."""
         assert self.runner is not None
         flow = await self.load_flow(flow_id)
-        request = RunRequest(flow, inputs, variables, overrides, max_concurrency)
+        request = RunRequest(flow, inputs, variables, overrides, max_concurrency, flow_id)
         created: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self.runner.start(request, created=created))
         try:
