@@ -24,6 +24,8 @@ log = logging.getLogger("stepflow.plugins.grpc")
 
 CONNECT_TIMEOUT_SECS = 30.0
 DISCOVERY_TIMEOUT_SECS = 5.0
+# SIGTERM → SIGKILL delay: by the time plugins close, the node has drained its in-flight tasks.
+WORKER_STOP_SECS = 2.0
 _discovery_ids = itertools.count(1)
 
 
@@ -117,7 +119,7 @@ class GrpcPlugin(Plugin):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), 5)
+            await asyncio.wait_for(process.wait(), WORKER_STOP_SECS)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

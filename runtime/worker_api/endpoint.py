@@ -77,7 +77,7 @@ class WorkerEndpoint:
         self.address = os.environ.get("STEPFLOW_ORCHESTRATOR_URL") or f"{host}:{bound}"
         log.debug("worker endpoint listening on %s", self.address)
 
-    async def close(self, grace: float = 1.0) -> None:
+    async def close(self, grace: float = 0.3) -> None:
         await self.broker.close()
         if self._server is not None:
             await self._server.stop(grace)

@@ -370,3 +370,63 @@ def test_a_component_submits_a_run_through_the_node(channel: grpc.Channel) -> No
         [{"role": "user", "content": "one"}],
         [{"role": "user", "content": "two"}],
     ]
+
+
+def test_sigterm_lets_in_flight_steps_finish_and_leaves_the_run_resumable(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from stepflow_mesh.runtime.state.sqlite import SqliteStateStore
+
+    flow = {
+        "name": "two-naps",
+        "steps": [
+            {"id": "nap", "component": "/builtin/sleep", "input": {"duration_ms": 1500}},
+            {"id": "then", "component": "/builtin/sleep",
+             "input": {"duration_ms": 1, "passthrough": {"$step": "nap"}}},
+        ],
+        "output": {"$step": "then", "path": "passthrough"},
+    }  # fmt: skip
+    node = NodeProcess(tmp_path)
+    node.start()
+    with grpc.insecure_channel(f"127.0.0.1:{node.port}") as chan:
+        flow_id = (
+            flows_pb2_grpc.FlowsServiceStub(chan)
+            .StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(flow)))
+            .flow_id
+        )
+        run_id = create(chan, flow_id, {}).summary.run_id
+        runs = runs_pb2_grpc.RunsServiceStub(chan)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            steps = runs.GetRunSteps(runs_pb2.GetRunStepsRequest(run_id=run_id)).steps
+            if any(s.step_id == "nap" and s.status == common_pb2.EXECUTION_STATUS_RUNNING
+                   for s in steps):  # fmt: skip
+                break
+            time.sleep(0.02)
+    assert node.stop(signal.SIGTERM) == 0  # waits for the nap, dispatches nothing new
+
+    async def journal_state() -> tuple[str, list[str]]:
+        store = SqliteStateStore(tmp_path / "state" / "stepflow.db")
+        await store.open()
+        try:
+            record = await store.get_run(run_id)
+            assert record is not None
+            steps = await store.get_steps(run_id)
+            return record.status, [f"{s.step_id}:{s.status}" for s in steps]
+        finally:
+            await store.close()
+
+    status, steps = asyncio.run(journal_state())
+    assert status == "running" and "nap:completed" in steps
+    assert not any(s.startswith("then:") and s != "then:runnable" for s in steps)
+
+    node.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{node.port}") as chan:
+            runs = runs_pb2_grpc.RunsServiceStub(chan)
+            done = runs.GetRun(runs_pb2.GetRunRequest(run_id=run_id, wait=True, timeout_secs=60))
+            assert done.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+    finally:
+        assert node.stop() == 0
