@@ -175,8 +175,7 @@ class Node:
         task = self._tasks.get(run_id)
         limit = DEFAULT_WAIT_SECS if timeout is None else timeout
         if task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), limit)
+            await asyncio.wait({task}, timeout=limit)  # the run's own errors stay in the task
 
     async def cancel_run(self, run_id: str) -> None:
         """Cancel a running root run; a finished run is left as it is."""
