@@ -99,14 +99,22 @@ class Node:
             log.info("Found %d execution trees to recover", len(running))
         for run in running:
             log.info("Recovering execution tree rooted at %s", run.run_id)
-            self._tasks[run.run_id] = asyncio.create_task(self._resume(run.run_id))
+            self._track(run.run_id, asyncio.create_task(self._resume(run.run_id)))
 
     async def _resume(self, run_id: str) -> RunOutcome:
         assert self.runner is not None
-        try:
-            return await self.runner.resume(run_id)
-        finally:
+        return await self.runner.resume(run_id)
+
+    def _track(self, run_id: str, task: asyncio.Task[RunOutcome]) -> None:
+        """Keep the run's task while it executes; log how a run that could not go on ended."""
+        self._tasks[run_id] = task
+
+        def done(finished: asyncio.Task[RunOutcome]) -> None:
             self._tasks.pop(run_id, None)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("run %s stopped: %s", run_id, finished.exception())
+
+        task.add_done_callback(done)
 
     async def stop(self) -> None:
         """Graceful: nothing new is dispatched; in-flight steps get the grace period."""
@@ -166,8 +174,7 @@ class Node:
             run_id = await created
         except UserError as exc:
             raise InvalidRequest(str(exc)) from None
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+        self._track(run_id, task)
         return run_id
 
     async def wait(self, run_id: str, timeout: float | None) -> None:
