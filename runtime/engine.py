@@ -81,7 +81,10 @@ class Runtime:
         self._router = Router(self.config.routes, self.plugins, self.components)
 
     async def _connect_workers(self) -> None:
-        """Plugins with pull workers get a gRPC endpoint (a free loopback port unless preset)."""
+        """Discovery callbacks for every plugin; plugins with pull workers get a gRPC endpoint
+        (a free loopback port unless the node preset one)."""
+        for name, plugin in self.plugins.items():
+            plugin.on_components_changed = lambda found, name=name: self._rediscovered(name, found)
         wanting = [p for p in self.plugins.values() if p.needs_worker_endpoint]
         if not wanting:
             return
@@ -92,8 +95,6 @@ class Runtime:
             await self.worker_endpoint.start()
         for plugin in wanting:
             plugin.worker_endpoint = self.worker_endpoint
-        for name, plugin in self.plugins.items():
-            plugin.on_components_changed = lambda found, name=name: self._rediscovered(name, found)
 
     def _rediscovered(self, plugin: str, components: list[ComponentInfo]) -> None:
         """Discovery found a new component list: rebuild the routing table."""

@@ -89,6 +89,7 @@ def _register() -> None:
         test_cmd,
         validate_cmd,
         visualize_cmd,
+        worker_cmd,
     )
 
     commands = (
@@ -100,6 +101,7 @@ def _register() -> None:
         validate_cmd,
         visualize_cmd,
         components_cmd,
+        worker_cmd,
     )
     for module in commands:
         cli.add_command(module.command)

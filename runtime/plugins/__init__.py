@@ -19,6 +19,8 @@ def register_plugin_type(type_name: str, factory: PluginFactory) -> None:
 
 def _load_known_types() -> None:
     """Import the plugin modules that ship with the runtime (they register on import)."""
+    from ...adapters import mcp_plugin  # noqa: F401
+    from ...adapters import stdio_plugin as _stdio_plugin  # noqa: F401
     from . import builtin, grpc, mock  # noqa: F401
 
 
