@@ -3,9 +3,11 @@
 Starts a real `stepflow serve` (SQLite journal in a temp dir) with a stepflow-py worker, then:
 - runs/s and p50/p95 latency of a one-step flow through the worker's `echo` component;
 - runs/s of 1, 10 and 100 parallel `noop` steps (durable, SQLite).
-Each client loops CreateRun(wait=true). Issue 4 reference figures for upstream 0.13 on this
-machine class (printed for comparison when upstream's wheel is not installed): 180 runs/s through
-a stepflow-py echo worker; SQLite 173 / 67 / 7.9 runs/s for 1 / 10 / 100 noop steps.
+- the noop flows again over REST (`POST /api/v1/runs` with wait).
+Each client loops CreateRun(wait=true) (or its REST form). Issue 4 reference figures for
+upstream 0.13 on this machine class (printed for comparison when upstream's wheel is not
+installed): 180 runs/s through a stepflow-py echo worker; SQLite 173 / 67 / 7.9 runs/s for
+1 / 10 / 100 noop steps.
 """
 
 from __future__ import annotations
@@ -82,7 +84,38 @@ async def measure(
     }
 
 
-def start_node(workdir: Path) -> tuple[subprocess.Popen[str], int]:
+async def measure_rest(
+    http_url: str, flow: dict[str, Any], clients: int, seconds: float
+) -> dict[str, float]:
+    """The same loop over REST: POST /runs with wait."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=f"{http_url}/api/v1", timeout=120) as http:
+        stored = (await http.post("/flows", json={"flow": flow})).json()
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                body = {"flowId": stored["flowId"], "input": [{"x": 1}], "wait": True}
+                answer = (await http.post("/runs", json=body)).json()
+                if answer["summary"]["status"] != common_pb2.EXECUTION_STATUS_COMPLETED:
+                    raise SystemExit(f"benchmark run failed: {answer}")
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "runs_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1e3,
+        "p95_ms": latencies[int(len(latencies) * 0.95) - 1] * 1e3,
+    }
+
+
+def start_node(workdir: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
     (workdir / "stepflow-config.yml").write_text(
         "plugins:\n  builtin: {type: builtin}\n"
         f"  python: {{type: grpc, queueName: python, command: '{BIN / 'stepflow_worker'}',"
@@ -91,17 +124,18 @@ def start_node(workdir: Path) -> tuple[subprocess.Popen[str], int]:
     )
     node = subprocess.Popen(
         [str(BIN / "stepflow"), "--log-level", "warning", "serve", "--port", "0",
-         "--state-dir", str(workdir / "state")],
+         "--http-port", "0", "--state-dir", str(workdir / "state")],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert node.stdout is not None
-    return node, int(json.loads(node.stdout.readline())["port"])
+    return node, json.loads(node.stdout.readline())
 
 
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        node, port = start_node(Path(tmp))
-        target = f"127.0.0.1:{port}"
+        node, ports = start_node(Path(tmp))
+        target = f"127.0.0.1:{ports['port']}"
+        http_url = f"http://127.0.0.1:{ports['httpPort']}"
         try:
             rows = [
                 (
@@ -113,6 +147,9 @@ async def main_async(args: argparse.Namespace) -> None:
             for width in (1, 10, 100):
                 figures = await measure(target, noop_flow(width), args.clients, args.seconds)
                 rows.append((f"{width} noop steps (SQLite)", width, figures))
+            for width in (1, 10, 100):
+                figures = await measure_rest(http_url, noop_flow(width), args.clients, args.seconds)
+                rows.append((f"{width} noop steps, REST", width, figures))
         finally:
             node.terminate()
             node.wait(timeout=30)

@@ -185,6 +185,10 @@ def test_flows_service(channel: grpc.Channel, flow_id: str) -> None:
     assert got.flow.fields["name"].string_value == "greet"
     variables = flows.GetFlowVariables(flows_pb2.GetFlowVariablesRequest(flow_id=flow_id))
     assert from_value(variables.variables["greeting"].default_value) == "hello"
+    assert flows.DeleteFlow(flows_pb2.DeleteFlowRequest(flow_id=flow_id)) is not None
+    with pytest.raises(grpc.RpcError) as unknown:
+        flows.DeleteFlow(flows_pb2.DeleteFlowRequest(flow_id="cd" * 32))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     dangling = {"steps": [{"id": "a", "component": "/builtin/noop", "input": {"$step": "ghost"}}]}
     broken = flows.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(dangling)))
     assert not broken.stored and broken.diagnostics.num_fatal + broken.diagnostics.num_error > 0
