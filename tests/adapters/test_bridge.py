@@ -2,8 +2,10 @@
 
 The node routes `/bridge` to `{type: grpc, queueName: bridge}`; the worker hosts a `mock` plugin,
 builtins and (once the MCP adapter exists) `mcp-server-time`, so `/bridge/mock/echo` on the node is
-`/mock/echo` in the worker's config. Every result is compared with the same flow run in-process
-with the worker's config: outputs, failure codes, messages and data must be equal.
+`/mock/echo` in the worker's config. A second node and worker host the legacy stdio server on
+stepflow-py 0.7.0 (test_stdio.py's cached venv; skipped when it cannot be created). Every result
+is compared with the same flow run in-process with the worker's config: outputs, failure codes,
+messages and data must be equal.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from stepflow_mesh.runtime.plugins.base import ComponentInfo
 from stepflow_mesh.runtime.worker_api.convert import from_struct, from_value
 
 from .bridge_helpers import (
+    RETRY,
     InProcess,
     NodeProcess,
     WorkerProcess,
@@ -42,6 +45,7 @@ from .bridge_helpers import (
     wait_until,
     worker_config,
 )
+from .test_stdio import LEGACY_SERVER, legacy_venv  # noqa: F401 - a fixture, for legacy_stack
 
 COMPLETED = common_pb2.EXECUTION_STATUS_COMPLETED
 CANCELLED = common_pb2.EXECUTION_STATUS_CANCELLED
@@ -204,6 +208,93 @@ async def test_blobs_routing_errors_and_subflows(stack: Stack) -> None:
     [result] = run_on_node(stack.channel, evaluate, [{}])
     assert result["error"]["code"] == "WORKER_ERROR"
     assert "nested flows cannot run on a bridge worker" in result["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def legacy_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A node of its own and a worker hosting the stepflow-py 0.7.0 legacy stdio server (skipped,
+    like test_stdio.py, when its venv cannot be created)."""
+    venv: Path = request.getfixturevalue("legacy_venv")  # test_stdio.py's, imported above
+    workdir = tmp_path_factory.mktemp("bridge-legacy")
+    config = workdir / "worker-config.yml"
+    legacy = {
+        "type": "stepflow",
+        "command": str(venv / "bin" / "python"),
+        "args": [str(LEGACY_SERVER)],
+        "env": {"STEPFLOW_LOG_LEVEL": "WARNING"},
+    }
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "plugins": {"legacy": legacy, "builtin": {"type": "builtin"}},
+                "routes": {"/legacy": [{"plugin": "legacy"}], "/builtin": [{"plugin": "builtin"}]},
+                "retry": RETRY,
+            }
+        )
+    )
+    node = NodeProcess(workdir)
+    node.start()
+    channel = grpc.insecure_channel(node.address)
+    stack = Stack(workdir, node, channel, config, mcp=False)
+    try:
+        stack.start_worker()
+        wait_until(lambda: "/bridge/legacy/add" in components(channel), 30, "legacy discovery")
+        yield stack
+    finally:
+        if stack.worker is not None:
+            assert stack.worker.terminate() == 0, stack.worker.log_text()
+        channel.close()
+        assert node.stop() == 0
+
+
+async def test_legacy_stdio_outputs_and_failures_equal_in_process(legacy_stack: Stack) -> None:
+    """Two dependent steps on the legacy server, an input it rejects, and a component that
+    raises: the same results through the bridge worker as in-process."""
+
+    def flow(prefix: str) -> dict[str, Any]:
+        return {
+            "name": "legacy-bridge",
+            "steps": [
+                {
+                    "id": "sum",
+                    "component": f"{prefix}/legacy/add",
+                    "input": {"a": 2, "b": {"$input": "b"}},
+                },
+                {
+                    "id": "echo",
+                    "component": f"{prefix}/legacy/echo",
+                    "input": {"got": {"$step": "sum"}},
+                },
+            ],
+            "output": {"echo": {"$step": "echo"}, "sum": {"$step": "sum", "path": "sum"}},
+        }
+
+    def failing(prefix: str) -> dict[str, Any]:
+        return one_step_flow(f"{prefix}/legacy/fail", {"why": {"$input": "why"}})
+
+    inputs: list[Any] = [{"b": 40}, {"b": "forty"}]
+    why = [{"why": "over the bridge"}]
+    bridged = run_on_node(legacy_stack.channel, flow("/bridge"), inputs)
+    bridged_failure = run_on_node(legacy_stack.channel, failing("/bridge"), why)
+    async with InProcess(legacy_stack.config) as local:
+        assert bridged == await local.run(flow(""), inputs)
+        assert bridged_failure == await local.run(failing(""), why)
+    ok, rejected = bridged
+    assert ok == {"outcome": "success", "result": {"echo": {"got": {"sum": 42}}, "sum": 42}}
+    assert rejected["error"]["code"] == "INVALID_INPUT"
+    assert "Expected `int`, got `str` - at `$.b`" in rejected["error"]["message"]
+    assert bridged_failure == [
+        {
+            "outcome": "failed",
+            "error": {
+                "code": "COMPONENT_FAILED",
+                "message": "Component execution failed: boom: over the bridge",
+                "data": {},
+            },
+        }
+    ]
 
 
 def _mcp_normalized(value: Any) -> Any:
