@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..runtime.errors import COMPONENT_ERROR, FlowResult, PluginError, UserError
 from ..runtime.plugins import register_plugin_type
 from ..runtime.plugins.base import ComponentInfo, Plugin, StepCall
+from .stdio_process import substitute
 
 if TYPE_CHECKING:
     import mcp.types
@@ -32,8 +32,6 @@ log = logging.getLogger("stepflow.plugins.mcp")
 DEFAULT_CALL_TIMEOUT_SECS = 300.0
 OUTPUT_SCHEMA: dict[str, Any] = {"type": "array"}
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
 
 def substitute_env(value: str, where: str, environ: Mapping[str, str] | None = None) -> str:
     """Expand `${VAR}` and `${VAR:-default}` from the node's environment.
@@ -41,22 +39,14 @@ def substitute_env(value: str, where: str, environ: Mapping[str, str] | None = N
     The default applies when VAR is unset or empty (as the shell's `:-`); an unset VAR without a
     default is a config error rather than a silently empty argument.
     """
-    env = os.environ if environ is None else environ
 
-    def expand(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        current = env.get(name)
-        if default is not None:
-            return current if current else default
-        if current is None:
-            raise UserError(
-                f"environment variable '{name}' is not set "
-                f"(write ${{{name}:-default}} for a default)",
-                where,
-            )
-        return current
+    def unset(name: str) -> str:
+        raise UserError(
+            f"environment variable '{name}' is not set (write ${{{name}:-default}} for a default)",
+            where,
+        )
 
-    return _VARIABLE.sub(expand, value)
+    return substitute(value, os.environ if environ is None else environ, unset)
 
 
 def _json_type(value: Any) -> str:

@@ -17,7 +17,7 @@ import re
 import shlex
 import shutil
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 STDERR_TAIL_BYTES = 64 * 1024
@@ -27,15 +27,23 @@ STOP_GRACE_SECS = 2.0
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def substitute(text: str, environ: Mapping[str, str]) -> str:
-    """`${VAR}` → its value ('' when unset); `${VAR:-default}` → the default when unset or empty."""
+def substitute(
+    text: str, environ: Mapping[str, str], unset: Callable[[str], str] | None = None
+) -> str:
+    """`${VAR}` → its value; `${VAR:-default}` → the default when VAR is unset or empty.
+
+    An unset VAR without a default becomes `unset(name)` (which may raise), else ''. The one
+    substitution both process adapters use (worker-protocol.md §6.1, §7).
+    """
 
     def replace(match: re.Match[str]) -> str:
-        value = environ.get(match.group(1))
-        default = match.group(2)
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
         if default is not None and not value:
             return default
-        return value or ""
+        if value is None:
+            return unset(name) if unset is not None else ""
+        return value
 
     return _VAR.sub(replace, text)
 
