@@ -185,11 +185,7 @@ class RunsServicer(runs_pb2_grpc.RunsServiceServicer):
         return messages.run_summary(await self.node.get_run(run_id), self.node.node_id)
 
     async def _item_results(self, run_id: str, by_completion: bool = False) -> list[Any]:
-        run = await self.node.get_run(run_id)
-        items = list(run.items)
-        if by_completion:
-            items.sort(key=lambda i: (i.completed_at is None, i.completed_at or "", i.item_index))
-        return [messages.item_result(i) for i in items]
+        return messages.item_results(await self.node.get_run(run_id), by_completion)
 
     @_status_errors
     async def CreateRun(self, request: Any, context: Any) -> Any:

@@ -84,6 +84,14 @@ def item_result(item: ItemRecord) -> common_pb2.ItemResult:
     return message
 
 
+def item_results(run: RunRecord, by_completion: bool = False) -> list[common_pb2.ItemResult]:
+    """Items by index, or by completion: finished first by completion time, then index (§7.1)."""
+    items = list(run.items)
+    if by_completion:
+        items.sort(key=lambda i: (i.completed_at is None, i.completed_at or "", i.item_index))
+    return [item_result(i) for i in items]
+
+
 def step_status(step: StepRecord, component: str | None = None) -> runs_pb2.StepStatus:
     message = runs_pb2.StepStatus(
         step_id=step.step_id or "",

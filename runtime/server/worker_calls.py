@@ -91,8 +91,5 @@ class NodeRunCalls:
         if summary.HasField("parent_run_id"):
             status.parent_run_id = summary.parent_run_id
         if include_results and run.status != "running":
-            items = list(run.items)
-            if by_completion:
-                items.sort(key=lambda i: (i.completed_at or "", i.item_index))
-            status.results.extend(messages.item_result(i) for i in items)
+            status.results.extend(messages.item_results(run, by_completion))
         return status
