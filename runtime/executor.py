@@ -430,6 +430,7 @@ class RunExecution:
             path_params=route.path_params,
             plugin_config=route.plugin.config,
             component_id=route.component_id,
+            locality=route.rule.locality,
         )
         async with self._slot():
             if self.tree.cancelled:

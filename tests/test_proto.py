@@ -96,6 +96,10 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
             "stepflow/__init__.py",
             "stepflow/v1/__init__.py",
             *(f"stepflow/v1/{n}_pb2{s}" for n in PROTO_NAMES for s in (".py", ".pyi", "_grpc.py")),
+            # The node-to-node service (our own package, durability.md §15 G6).
+            "stepflow_mesh/__init__.py",
+            "stepflow_mesh/v1/__init__.py",
+            *(f"stepflow_mesh/v1/mesh_pb2{s}" for s in (".py", ".pyi", "_grpc.py")),
         ]
     )
 

@@ -60,6 +60,7 @@ class StepCall:
     # The serving plugin's config block (the builtin `openai` reads its endpoint settings here).
     plugin_config: dict[str, Any] = field(default_factory=dict)
     component_id: str = ""  # the matched component's dispatch id (worker-protocol.md §3.6)
+    locality: str = "prefer"  # the route's policy for steps forwarded to other nodes (mesh)
 
 
 class Plugin(ABC):

@@ -213,8 +213,9 @@ class GrpcPlugin(Plugin):
         )
         try:
             outcome = await endpoint.broker.dispatch(
-                queue, call.task_id, assignment, self.timeouts, run_id=call.run_id
-            )
+                queue, call.task_id, assignment, self.timeouts, run_id=call.run_id,
+                root_run_id=call.root_run_id, locality=call.locality,
+            )  # fmt: skip
         except TimeoutError as exc:
             return FlowResult.failure("TIMEOUT", str(exc))
         if isinstance(outcome, Success):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..blobs import BlobStore
 from ..config import Config
@@ -36,6 +37,25 @@ class NotFound(LookupError):
 
 class InvalidRequest(ValueError):
     """A malformed request field (→ INVALID_ARGUMENT)."""
+
+
+class ClusterLink(Protocol):
+    """The node's membership in a cluster (registry.member.ClusterMember); None standalone."""
+
+    relay: Any  # worker_api.relay.OwnerRelay
+    http_address: str
+
+    async def join(self, host: Any, grpc_address: str, http_address: str) -> None: ...
+
+    async def recover_at_startup(self) -> int: ...
+
+    def start_loops(self) -> None: ...
+
+    async def leave(self) -> None: ...
+
+    async def wait_done(self, run_id: str, timeout: float) -> None: ...
+
+    async def cancel_elsewhere(self, root_run_id: str) -> bool: ...
 
 
 @dataclass
@@ -70,6 +90,15 @@ class Node:
         self._tasks: dict[str, asyncio.Task[RunOutcome]] = {}
         self._flows: dict[str, Flow] = {}  # parsed flows by id, oldest first
         self.node_id = options.node_id or "stepflow-node"
+        self.cluster: ClusterLink | None = None
+        self._stopping = False
+        self.advertise_address: str | None = None  # host:port peers use (default: bound)
+
+    def attach_cluster(self, cluster: ClusterLink, advertise_address: str | None) -> None:
+        """Join a cluster at start: shared store, forwarding, failover claims (call first)."""
+        self.cluster = cluster
+        self.advertise_address = advertise_address
+        self.endpoint.relay = cluster.relay
 
     def add_services(self, register: Callable[[Any], None]) -> None:
         self.endpoint.add_services(register)
@@ -78,6 +107,10 @@ class Node:
     def port(self) -> int:
         return self.endpoint.port
 
+    def advertise_host(self) -> str:
+        """The host part of the address peers and workers use for this node."""
+        return (self.advertise_address or self.endpoint.address).rpartition(":")[0]
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -85,7 +118,15 @@ class Node:
         await self.endpoint.start()
         await self.runtime.start()
         self.runner = DurableRunner(self.runtime, self.store, self.settings, owner=self._owner())
-        await self._recover()
+        if self.cluster is None:
+            await self._recover()
+            return
+        address = self.advertise_address or self.endpoint.address
+        await self.cluster.join(self, address, self.cluster.http_address)
+        recovered = await self.cluster.recover_at_startup()
+        if recovered:
+            log.info("claimed %d unowned run trees at startup", recovered)
+        self.cluster.start_loops()
 
     def _owner(self) -> str:
         from ..durable import process_owner_id
@@ -105,6 +146,31 @@ class Node:
         assert self.runner is not None
         return await self.runner.resume(run_id)
 
+    # -- cluster host (registry.member.RunHost) ------------------------------------------------
+
+    def local_runs(self) -> list[str]:
+        return list(self._tasks)
+
+    def in_flight_tasks(self) -> int:
+        return self.endpoint.broker.task_count()
+
+    async def claim(self, run_id: str) -> None:
+        """Resume a run tree whose owner is gone, if it is unfinished and its lease is free."""
+        if run_id in self._tasks or self.runner is None or self._stopping:
+            return
+        run = await self.store.get_run(run_id)
+        if run is None or run.status in TERMINAL or run.parent_run_id is not None:
+            return
+        log.info("taking over run %s", run_id)
+        self._track(run_id, asyncio.create_task(self._resume_claimed(run_id)))
+
+    async def _resume_claimed(self, run_id: str) -> RunOutcome:
+        try:
+            return await self._resume(run_id)
+        except UserError as exc:  # another node was faster: its lease wins
+            log.info("run %s not taken over: %s", run_id, exc)
+            return RunOutcome(run_id, "running", [])
+
     def _track(self, run_id: str, task: asyncio.Task[RunOutcome]) -> None:
         """Keep the run's task while it executes; log how a run that could not go on ended."""
         self._tasks[run_id] = task
@@ -117,7 +183,12 @@ class Node:
         task.add_done_callback(done)
 
     async def stop(self) -> None:
-        """Graceful: nothing new is dispatched; in-flight steps get the grace period."""
+        """Graceful: nothing new is dispatched; in-flight steps get the grace period.
+
+        In a cluster the node then drops its leases at once, so other nodes resume its
+        unfinished runs without waiting for the lease TTL.
+        """
+        self._stopping = True
         if self.runner is not None:
             self.runner.drain()
         pending = list(self._tasks.values())
@@ -127,6 +198,8 @@ class Node:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*late, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.leave()
         await self.endpoint.close()
         await self.runtime.close()
         await self.store.close()
@@ -181,8 +254,13 @@ class Node:
         """Until the run is terminal or `timeout` passes (never an error on timeout)."""
         task = self._tasks.get(run_id)
         limit = DEFAULT_WAIT_SECS if timeout is None else timeout
+        deadline = time.monotonic() + limit
         if task is not None:
             await asyncio.wait({task}, timeout=limit)  # the run's own errors stay in the task
+        if self.cluster is not None:  # executing elsewhere, or handed over while we waited
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                await self.cluster.wait_done(run_id, remaining)
 
     async def cancel_run(self, run_id: str) -> None:
         """Cancel a running root run; a finished run is left as it is."""
@@ -193,6 +271,8 @@ class Node:
         if run.status in TERMINAL:
             return
         if not await self.runner.cancel(run_id, "cancelled by a client"):
+            if self.cluster is not None and await self.cluster.cancel_elsewhere(run_id):
+                return
             raise NotFound(f"run {run_id} is not executing on this node")
         await self.wait(run_id, 1.0)
 

@@ -34,6 +34,10 @@ class StoreError(Exception):
     """
 
 
+class StoreUnavailable(StoreError):
+    """The store's backend (etcd) did not answer in time; the message names its endpoints."""
+
+
 class LeaseLost(StoreError):
     """A fenced append was refused: another process now owns the run tree."""
 

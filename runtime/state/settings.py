@@ -14,6 +14,10 @@ class DurabilitySettings:
     lease_ttl_secs: float = 10.0
     compact_on_checkpoint: bool = True
     retention_secs: float = 3600.0  # finished journals are finalized after this long
+    recovery_enabled: bool = True  # a cluster node claims orphaned runs
+    check_interval_secs: float = 30.0  # the periodic orphan sweep (the etcd watch comes first)
+    max_startup_recovery: int = 100
+    max_claims_per_check: int = 10
 
 
 def durability_settings(raw: dict[str, Any], source: str = "config") -> DurabilitySettings:
@@ -29,6 +33,16 @@ def durability_settings(raw: dict[str, Any], source: str = "config") -> Durabili
             journal, "compactOnCheckpoint", defaults.compact_on_checkpoint, source
         ),
         retention_secs=_number(journal, "retentionSecs", defaults.retention_secs, source),
+        recovery_enabled=_flag(recovery, "enabled", defaults.recovery_enabled, source),
+        check_interval_secs=_number(
+            recovery, "checkIntervalSecs", defaults.check_interval_secs, source
+        ),
+        max_startup_recovery=int(
+            _number(recovery, "maxStartupRecovery", defaults.max_startup_recovery, source)
+        ),
+        max_claims_per_check=int(
+            _number(recovery, "maxClaimsPerCheck", defaults.max_claims_per_check, source)
+        ),
     )
 
 

@@ -15,9 +15,9 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("stepflow.workers")
 
@@ -25,6 +25,9 @@ QUEUED, EXECUTING = "queued", "executing"
 HEARTBEAT_TIMEOUT_SECS = 5.0
 WATCHDOG_INTERVAL_SECS = 0.5
 ABORT_MEMORY_SECS = 60.0  # how long a cancelled task keeps answering `should_abort`
+# A task forwarded here by another node that no local worker took within this long is dropped:
+# its owner times it out and retries it on its own clock.
+FOREIGN_QUEUE_SECS = 300.0
 
 
 class UnknownTask(Exception):
@@ -57,6 +60,10 @@ class TrackedTask:
     claimed_at: float | None = None
     last_heartbeat: float | None = None
     abort: bool = False  # the run was cancelled: tell the worker on its next heartbeat
+    root_run_id: str | None = None  # whose lease names the owner (relays, forwarding)
+    locality: str = "prefer"  # route policy for forwarding: prefer | strict
+    forwarded_to: str | None = None  # the node now delivering it to a worker (mesh)
+    foreign: bool = False  # forwarded here by the owner node: calls about it are relayed back
 
 
 @dataclass(eq=False)
@@ -78,6 +85,16 @@ class _Queue:
     turn: itertools.count[int] = field(default_factory=itertools.count)
 
 
+class Forwarder(Protocol):
+    """Hands tasks no local worker stream can take to another node of the cluster (mesh)."""
+
+    async def forward(self, task: TrackedTask) -> str | None:
+        """The id of the node that took the task, or None when none can now."""
+
+    async def capacity_changed(self, queue: str) -> None:
+        """Return once the cluster's workers for `queue` may have changed (or after a while)."""
+
+
 class TaskBroker:
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
@@ -85,6 +102,10 @@ class TaskBroker:
         self._watchdog: asyncio.Task[None] | None = None
         # Tasks whose step was cancelled while a worker ran them: heartbeats say `should_abort`.
         self._aborted: dict[str, float] = {}
+        self.forwarder: Forwarder | None = None  # set by a cluster node
+        self._forwarding: dict[str, asyncio.Task[None]] = {}
+        # Called with the queue name whenever a worker stream opens or closes (the mesh publishes).
+        self.on_streams_changed: Callable[[str], None] | None = None
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -96,6 +117,18 @@ class TaskBroker:
 
     def live_streams(self, queue: str) -> int:
         return len(self._queue(queue).streams)
+
+    def task_count(self) -> int:
+        """Tasks queued or executing (a node's load)."""
+        return len(self._tasks)
+
+    def queue_load(self) -> dict[str, tuple[int, int]]:
+        """Queue → (worker streams, idle streams), for queues with streams (mesh directory)."""
+        return {
+            name: (len(q.streams), sum(1 for s in q.streams if not s.unclaimed))
+            for name, q in self._queues.items()
+            if q.streams
+        }
 
     def _queue(self, name: str) -> _Queue:
         try:
@@ -114,6 +147,8 @@ class TaskBroker:
         *,
         run_id: str | None = None,
         heartbeats: bool = True,
+        root_run_id: str | None = None,
+        locality: str = "prefer",
     ) -> Any:
         """Queue a task and wait for its result (whatever the worker's CompleteTask carried).
 
@@ -122,7 +157,7 @@ class TaskBroker:
         self._ensure_watchdog()
         loop = asyncio.get_running_loop()
         task = TrackedTask(task_id, queue, payload, timeouts, loop.create_future(), run_id,
-                           heartbeats)  # fmt: skip
+                           heartbeats, root_run_id=root_run_id, locality=locality)  # fmt: skip
         previous = self._tasks.get(task_id)
         if previous is not None:  # a retry of the same task id replaces the old registration
             self._forget(previous)
@@ -145,6 +180,69 @@ class TaskBroker:
             if task.run_id == run_id:
                 task.abort = True
 
+    # -- tasks forwarded between nodes (mesh) ----------------------------------------------------
+
+    def accept_foreign(self, queue: str, task_id: str, payload: Any, root_run_id: str) -> bool:
+        """Queue a task another node dispatched; False when no local worker pulls `queue`."""
+        state = self._queues.get(queue)
+        if state is None or not state.streams:
+            return False
+        self._ensure_watchdog()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        task = TrackedTask(task_id, queue, payload, Timeouts(queue_secs=FOREIGN_QUEUE_SECS),
+                           future, heartbeats=False, root_run_id=root_run_id,
+                           foreign=True)  # fmt: skip
+        previous = self._tasks.get(task_id)
+        if previous is not None:
+            self._forget(previous)
+        self._tasks[task_id] = task
+        state.pending.append(task)
+        self._pump(queue)
+        return True
+
+    def foreign_root(self, task_id: str) -> str | None:
+        """The root run of a forwarded task this node delivers (its calls go to the owner)."""
+        task = self._tasks.get(task_id)
+        return task.root_run_id if task is not None and task.foreign else None
+
+    def claim_foreign(self, task_id: str, worker_id: str) -> None:
+        """A worker heartbeat for a forwarded task: its stream may take the next task."""
+        task = self._tasks.get(task_id)
+        if task is not None and task.foreign and task.phase == QUEUED:
+            self._claim(task, worker_id, time.monotonic())
+
+    def drop_foreign(self, task_id: str) -> None:
+        task = self._tasks.get(task_id)
+        if task is not None and task.foreign:
+            self._forget(task)
+
+    def _start_forwarding(self, queue: str) -> None:
+        if self.forwarder is not None and queue not in self._forwarding:
+            self._forwarding[queue] = asyncio.create_task(self._forward_pending(queue))
+
+    async def _forward_pending(self, queue: str) -> None:
+        """Offer the queue's waiting tasks to other nodes while no local stream is free."""
+        assert self.forwarder is not None
+        state = self._queue(queue)
+        try:
+            while True:
+                task = next((t for t in state.pending if not t.foreign), None)
+                if task is None or any(not s.unclaimed for s in state.streams):
+                    return
+                state.pending.remove(task)
+                target = await self.forwarder.forward(task)
+                if task.result.done() or self._tasks.get(task.task_id) is not task:
+                    continue
+                if target is not None:
+                    task.forwarded_to = target
+                    continue
+                state.pending.appendleft(task)
+                await self.forwarder.capacity_changed(queue)
+        except Exception:  # a forwarding bug must not lose tasks: they stay queued here
+            log.exception("forwarding tasks of queue %s failed", queue)
+        finally:
+            del self._forwarding[queue]
+
     # -- the worker side -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -156,16 +254,22 @@ class TaskBroker:
         state.changed.set()
         state.changed = asyncio.Event()
         self._pump(queue)
+        self._streams_changed(queue)
         try:
             yield stream
         finally:
             state.streams.remove(stream)
+            self._streams_changed(queue)
             for task in sorted(stream.unclaimed, key=lambda t: t.dispatched_at, reverse=True):
                 task.stream = None
                 if not task.result.done() and self._tasks.get(task.task_id) is task:
                     state.pending.appendleft(task)
             stream.unclaimed.clear()
             self._pump(queue)
+
+    def _streams_changed(self, queue: str) -> None:
+        if self.on_streams_changed is not None:
+            self.on_streams_changed(queue)
 
     async def wait_for_stream(self, queue: str, opened_after: float, timeout: float) -> bool:
         """True once a stream opened after `opened_after` (monotonic) exists on the queue."""
@@ -234,6 +338,7 @@ class TaskBroker:
         while state.pending:
             free = [s for s in state.streams if not s.unclaimed]
             if not free:
+                self._start_forwarding(queue)
                 return
             stream = free[next(state.turn) % len(free)]
             task = state.pending.popleft()
@@ -268,7 +373,9 @@ class TaskBroker:
                     del self._aborted[task_id]
             for task in list(self._tasks.values()):
                 message = self._expired(task, now)
-                if message and not task.result.done():
+                if message and task.foreign:
+                    self._forget(task)  # its owner times it out itself
+                elif message and not task.result.done():
                     log.warning("%s", message)
                     task.result.set_exception(TimeoutError(message))
 
@@ -289,6 +396,8 @@ class TaskBroker:
         return None
 
     async def close(self) -> None:
+        for forwarding in list(self._forwarding.values()):
+            forwarding.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

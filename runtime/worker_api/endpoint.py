@@ -16,6 +16,7 @@ import grpc
 from .._pb.stepflow.v1 import blobs_pb2_grpc, orchestrator_pb2_grpc, tasks_pb2_grpc
 from ..blobs import BlobStore
 from .broker import TaskBroker
+from .relay import OwnerRelay
 from .servicer import BlobServicer, OrchestratorServicer, RunCalls, TasksServicer
 
 log = logging.getLogger("stepflow.workers")
@@ -39,6 +40,7 @@ class WorkerEndpoint:
         self._services: list[Callable[[grpc.aio.Server], None]] = []
         self._local_runs: Callable[[str], bool] = lambda run_id: False
         self.run_calls: RunCalls | None = None  # set by a node: SubmitRun/GetRun from components
+        self.relay: OwnerRelay | None = None  # set by a cluster node: calls for runs elsewhere
 
     def on_new_stream(self, queue: str, callback: Callable[[], None]) -> None:
         """Call `callback` whenever a worker opens a PullTasks stream on `queue` (discovery)."""
@@ -51,6 +53,9 @@ class WorkerEndpoint:
     def set_run_lookup(self, is_local: Callable[[str], bool]) -> None:
         self._local_runs = is_local
 
+    def _local_runs_now(self, run_id: str) -> bool:
+        return self._local_runs(run_id)
+
     def _stream_opened(self, queue: str) -> None:
         for callback in self._listeners.get(queue, []):
             callback()
@@ -59,12 +64,15 @@ class WorkerEndpoint:
         server = grpc.aio.server(options=SERVER_OPTIONS)
         tasks = TasksServicer(
             self.broker, lambda: self.address, lambda run_id: self._local_runs(run_id),
-            self._stream_opened,
+            self._stream_opened, lambda: self.relay,
         )  # fmt: skip
         # The generated registration functions are untyped (grpc_tools writes no stubs for them).
         tasks_pb2_grpc.add_TasksServiceServicer_to_server(tasks, server)  # type: ignore[no-untyped-call]
         orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            OrchestratorServicer(self.broker, lambda: self.run_calls), server
+            OrchestratorServicer(
+                self.broker, lambda: self.run_calls, self._local_runs_now, lambda: self.relay
+            ),
+            server,
         )
         blobs_pb2_grpc.add_BlobServiceServicer_to_server(BlobServicer(self.blobs), server)  # type: ignore[no-untyped-call]
         for register in self._services:

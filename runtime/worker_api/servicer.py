@@ -23,6 +23,7 @@ from ..jsonfmt import dumps_compact
 from .broker import TaskBroker, UnknownQueue, UnknownTask
 from .convert import from_struct, from_value, to_value
 from .outcomes import Components, DiscoveredComponent, Failure, Outcome, Success
+from .relay import OwnerRelay, OwnerUnavailable
 
 log = logging.getLogger("stepflow.workers")
 
@@ -59,11 +60,13 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
         own_url: Callable[[], str],
         run_is_local: Callable[[str], bool],
         on_stream: Callable[[str], None],
+        relay: Callable[[], OwnerRelay | None] = lambda: None,
     ) -> None:
         self.broker = broker
         self.own_url = own_url
         self.run_is_local = run_is_local
         self.on_stream = on_stream
+        self.relay = relay
 
     async def PullTasks(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -90,7 +93,12 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
         if not self.run_is_local(request.run_id):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"run {request.run_id} is not active")
+            # In a cluster any node answers for a run some live node owns: it relays the calls.
+            relay = self.relay()
+            if relay is None or await relay.owner_of(request.run_id) is None:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"run {request.run_id} is not active"
+                )
         return tasks_pb2.GetOrchestratorForRunResponse(orchestrator_service_url=self.own_url())
 
 
@@ -105,13 +113,37 @@ class RunCalls(Protocol):
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
-    def __init__(self, broker: TaskBroker, run_calls: Callable[[], RunCalls | None]) -> None:
+    def __init__(
+        self,
+        broker: TaskBroker,
+        run_calls: Callable[[], RunCalls | None],
+        run_is_local: Callable[[str], bool] = lambda run_id: True,
+        relay: Callable[[], OwnerRelay | None] = lambda: None,
+    ) -> None:
         self.broker = broker
         self.run_calls = run_calls
+        self.run_is_local = run_is_local
+        self.relay = relay
+
+    async def _relayed(
+        self, root: str, method: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        relay = self.relay()
+        assert relay is not None
+        try:
+            return await relay.call(root, method, request)
+        except OwnerUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details() or "")
 
     async def TaskHeartbeat(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if not request.worker_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "worker_id is required")
+        root = self.broker.foreign_root(request.task_id)
+        if root is not None and self.relay() is not None:
+            self.broker.claim_foreign(request.task_id, request.worker_id)
+            return await self._relayed(root, "TaskHeartbeat", request, context)
         try:
             abort, claimed_elsewhere = self.broker.heartbeat(request.task_id, request.worker_id)
         except UnknownTask:
@@ -125,6 +157,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return orchestrator_pb2.TaskHeartbeatResponse(should_abort=abort, status=status)
 
     async def CompleteTask(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        root = self.broker.foreign_root(request.task_id)
+        if root is not None and self.relay() is not None:
+            response = await self._relayed(root, "CompleteTask", request, context)
+            self.broker.drop_foreign(request.task_id)
+            return response
         outcome = await self._outcome(request, context)
         try:
             self.broker.complete(request.task_id, outcome)
@@ -171,6 +208,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def _run_call(
         self, name: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
+        if request.HasField("root_run_id") and self.relay() is not None:
+            root = request.root_run_id
+            if not self.run_is_local(root):
+                return await self._relayed(root, name_to_rpc(name), request, context)
         calls = self.run_calls()
         if calls is None:
             await context.abort(
@@ -183,6 +224,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+def name_to_rpc(name: str) -> str:
+    """`submit_run` → `SubmitRun`."""
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
 class BlobServicer(blobs_pb2_grpc.BlobServiceServicer):

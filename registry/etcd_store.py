@@ -1,0 +1,926 @@
+"""`EtcdStateStore`: journal, checkpoints, metadata and run leases in the cluster's etcd.
+
+Same semantics as the memory and SQLite stores (tests/state/test_store_contract.py); key layout in
+etcd_keys.py (durability.md §9). Design:
+
+- **All or nothing.** An append is one etcd transaction: its journal keys, the metadata projected
+  by the shared `projection.project()` (through etcd_tree.TreeView), the tree's head key, the
+  `done/{run}` keys of runs it finishes, guarded by the head's mod_revision (optimistic
+  concurrency: a stale cache fails the compare, is reloaded and the append retried) and, when
+  fenced, by the run lease key's create_revision recorded at acquire (mismatch → `LeaseLost`, and
+  the tree is never written again until re-acquired).
+- **Group commit.** Concurrent appends (any roots) queue up while a transaction is in flight and go
+  out together in the next one. If a grouped transaction fails a compare, each root is retried in
+  its own transaction so one bad root fails only its own appends. `batching=False` commits each
+  append alone (benchmarks).
+- **Outages.** A fenced append by the lease holder retries with backoff for `append_retry_secs`
+  (in-flight steps keep finishing while etcd restarts); each append carries a nonce in its journal
+  values, so after an unknown outcome a retry first checks whether it already landed (exactly
+  once). Everything else fails fast with `StoreUnavailable` naming the endpoints.
+- **Leases.** One etcd lease per store (TTL `lease_ttl_secs`, kept alive every TTL/3); run lease
+  keys are attached to it, so a dead node's runs are freed when it expires. A run lease also
+  carries a logical expiry (`ttl_secs` of `acquire_lease`, renewed by re-acquiring): past it,
+  another owner takes over by deleting and re-creating the key (a new create_revision fences out
+  the old holder).
+
+Limits: a value above `large_value_bytes` (512 KiB) is spilled to `large_value_dir`
+(etcd_values.py), else the write fails naming `storageConfig.largeValueDir`. A group is capped at
+`max_txn_ops` operations (etcd's `--max-txn-ops`, default there 128; etcd_process uses 10000) and
+about `max_txn_bytes` bytes (below etcd's `--max-request-bytes`); one append larger than that is
+sent alone and etcd's refusal is reported as a StoreError naming the flag. Events of a root's
+journal project only onto runs of that tree (the only ones the runtime ever writes there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from stepflow_mesh.runtime.state.base import (
+    TERMINAL,
+    ActiveRoot,
+    Checkpoint,
+    FaultInjector,
+    JournalEntry,
+    LeaseLost,
+    RunFilter,
+    RunRecord,
+    StateStore,
+    StepRecord,
+    StoreError,
+    StoreUnavailable,
+)
+from stepflow_mesh.runtime.state.common import (
+    Clock,
+    canonical_time,
+    final_record,
+    format_time,
+    matches,
+    newest_first,
+    not_finished,
+)
+from stepflow_mesh.runtime.state.events import Event, encode_event
+from stepflow_mesh.runtime.state.projection import project
+
+from .etcd_client import (
+    Compare,
+    Delete,
+    EtcdClient,
+    EtcdError,
+    EtcdLeaseNotFound,
+    EtcdSettings,
+    EtcdUnavailable,
+    Get,
+    KeyValue,
+    Op,
+    Put,
+    RangeResult,
+    prefix_end,
+)
+from .etcd_keys import Keys
+from .etcd_tree import (
+    Head,
+    Staged,
+    Tree,
+    TreeView,
+    assemble_runs,
+    dumps,
+    merge,
+    staged_ops,
+    step_from_json,
+)
+from .etcd_values import DEFAULT_LARGE_VALUE_BYTES, LargeValues
+
+log = logging.getLogger("stepflow.state.etcd")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    run_id: str
+    owner: str
+    acquired_at: str | None
+    expires_at: str | None
+
+
+@dataclass(frozen=True)
+class OrchestratorInfo:
+    id: str
+    last_heartbeat: str | None
+    active_runs: int
+    orchestrator_url: str
+
+
+@dataclass(frozen=True)
+class _Fence:
+    owner: str
+    create_revision: int
+
+
+@dataclass(eq=False)
+class _Append:
+    root: str
+    texts: list[str]
+    owner: str | None
+    future: asyncio.Future[list[int]]
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
+    unknown: list[int] = field(default_factory=list)  # first sequences of attempts of unknown fate
+    retry_until: float | None = None
+
+    def cost(self) -> tuple[int, int]:
+        """Rough (ops, bytes) of this append in a transaction."""
+        return 3 * len(self.texts) + 4, 2 * sum(len(t) for t in self.texts) + 512
+
+
+class _Conflict(Exception):
+    """A transaction's compare failed."""
+
+
+def _now_text(offset: float = 0.0) -> str:
+    return format_time(datetime.fromtimestamp(time.time() + offset, UTC))
+
+
+def _expired(expires_at: Any) -> bool:
+    if not isinstance(expires_at, str):
+        return False
+    try:
+        return canonical_time(expires_at) < _now_text()
+    except ValueError:
+        return False
+
+
+class EtcdStateStore(StateStore):
+    """`txns` / `committed_appends` count append transactions and the appends they carried."""
+
+    # Public beyond the ABC (used by the cluster member): client, keys, values, node_lease_id,
+    # heartbeat, release_all, get_lease, list_orchestrators, watch_orphans, wait_done, follow.
+
+    def __init__(
+        self,
+        settings: EtcdSettings,
+        *,
+        lease_prefix: str | None = None,
+        lease_ttl_secs: int = 10,
+        batching: bool = True,
+        append_retry_secs: float = 300.0,
+        large_value_dir: str | Path | None = None,
+        large_value_bytes: int = DEFAULT_LARGE_VALUE_BYTES,
+        max_txn_ops: int = 10_000,
+        max_txn_bytes: int = 1_000_000,
+        max_cached_trees: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.prefix, lease_prefix)
+        self.client = EtcdClient(settings)
+        self.values = LargeValues(large_value_dir, large_value_bytes)
+        self.lease_ttl_secs = max(int(lease_ttl_secs), 2)
+        self.batching = batching
+        self.append_retry_secs = append_retry_secs
+        self.max_txn_ops = max_txn_ops
+        self.max_txn_bytes = max_txn_bytes
+        self.max_cached_trees = max_cached_trees
+        self.txns = 0
+        self.committed_appends = 0
+        self.unavailable_retries = 0  # append attempts retried because etcd was unreachable
+        self._clock = Clock()
+        self._faults = FaultInjector()
+        self._trees: OrderedDict[str, Tree] = OrderedDict()
+        self._queue: list[_Append] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._root_locks: dict[str, asyncio.Lock] = {}
+        self._fences: dict[str, _Fence] = {}
+        self._lost: set[str] = set()
+        self._lease_id: int | None = None
+        self._lease_lock = asyncio.Lock()
+        self._keepalive: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._fast(self.client.range(Get(self.keys.heads_dir(), count_only=True)))
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [t for t in (self._flusher, self._keepalive, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for request in self._queue:
+            if not request.future.done():
+                request.future.set_exception(StoreError("etcd state store is closed"))
+        self._queue.clear()
+        await self.client.close()
+
+    # -- error mapping -----------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"etcd unavailable at {self.client.describe()}: {exc}")
+
+    async def _fast(self, call: Awaitable[T]) -> T:
+        """One etcd request, failing fast: StoreUnavailable / StoreError."""
+        try:
+            return await call
+        except EtcdUnavailable as exc:
+            raise self._unavailable(exc) from exc
+        except EtcdError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def _decode(self, kv: KeyValue) -> bytes:
+        return await self.values.decode(kv.value)
+
+    async def _spill(self, ops: list[Op]) -> list[Op]:
+        out: list[Op] = []
+        for op in ops:
+            if isinstance(op, Put) and self.values.needs_spill(op.value):
+                what = f"etcd value {op.key.decode()}"
+                op = replace(op, value=await self.values.encode(op.value, what))
+            out.append(op)
+        return out
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    async def _node_lease(self) -> int:
+        async with self._lease_lock:
+            if self._lease_id is None:
+                lease_id, _ = await self.client.lease_grant(self.lease_ttl_secs)
+                self._lease_id = lease_id
+                if self._keepalive is None or self._keepalive.done():
+                    self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+            return self._lease_id
+
+    async def node_lease_id(self) -> int:
+        """This node's etcd lease (granted on first use, kept alive in the background)."""
+        return await self._fast(self._node_lease())
+
+    def _lease_gone(self, lease_id: int) -> None:
+        """Our etcd lease expired: every run lease attached to it is lost."""
+        if self._lease_id == lease_id:
+            log.warning("etcd lease %x expired: run leases of this node are lost", lease_id)
+            self._lease_id = None
+            self._lost.update(self._fences)
+            self._fences.clear()
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl_secs / 3)
+            lease_id = self._lease_id
+            if lease_id is None:
+                continue
+            try:
+                if await self.client.lease_keepalive(lease_id) <= 0:
+                    self._lease_gone(lease_id)
+            except EtcdError as exc:
+                log.warning("etcd lease keep-alive failed: %s", exc)
+
+    async def acquire_lease(self, root_run_id: str, owner: str, ttl_secs: float) -> str | None:
+        return await self._fast(self._acquire(root_run_id, owner, ttl_secs))
+
+    async def _acquire(self, root: str, owner: str, ttl_secs: float) -> str | None:
+        key = self.keys.lease(root)
+        holder = owner
+        for _ in range(20):
+            lease = await self._node_lease()
+            now = _now_text()
+            value = {"owner": owner, "acquired_at": now, "expires_at": _now_text(ttl_secs)}
+            try:
+                result = await self.client.txn(
+                    [Compare.created(key, 0)], [Put(key, dumps(value), lease)], [Get(key)]
+                )
+            except EtcdLeaseNotFound:
+                self._lease_gone(lease)
+                continue
+            if result.succeeded:
+                self._fences[root] = _Fence(owner, result.revision)
+                self._lost.discard(root)
+                return None
+            found = result.results[0]
+            if not isinstance(found, RangeResult) or not found.kvs:
+                continue  # deleted meanwhile
+            kv = found.kvs[0]
+            current = json.loads(kv.value)
+            holder = str(current.get("owner"))
+            if holder == owner:
+                value["acquired_at"] = current.get("acquired_at") or now
+                try:
+                    renewed = await self.client.txn(
+                        [Compare.created(key, kv.create_revision)],
+                        [Put(key, dumps(value), lease)],
+                    )
+                except EtcdLeaseNotFound:
+                    self._lease_gone(lease)
+                    continue
+                if renewed.succeeded:
+                    self._fences[root] = _Fence(owner, kv.create_revision)
+                    self._lost.discard(root)
+                    return None
+                continue
+            if _expired(current.get("expires_at")):
+                # Logically expired: delete, then create anew (a new create_revision).
+                await self.client.txn([Compare.modified(key, kv.mod_revision)], [Delete(key)])
+                continue
+            return holder
+        return holder
+
+    async def release_lease(self, root_run_id: str, owner: str) -> None:
+        key = self.keys.lease(root_run_id)
+        kv = await self._fast(self.client.get(key))
+        fence = self._fences.get(root_run_id)
+        if fence is not None and fence.owner == owner:
+            del self._fences[root_run_id]
+        if kv is None or json.loads(kv.value).get("owner") != owner:
+            return
+        await self._fast(self.client.txn([Compare.created(key, kv.create_revision)], [Delete(key)]))
+
+    async def heartbeat(self, node_id: str, url: str) -> None:
+        """Publish this node's liveness and URL; refresh its etcd lease."""
+
+        async def beat() -> None:
+            for _ in range(3):
+                lease = await self._node_lease()
+                value = dumps({"last_heartbeat": _now_text(), "orchestrator_url": url})
+                try:
+                    if await self.client.lease_keepalive(lease) <= 0:
+                        self._lease_gone(lease)
+                        continue
+                    await self.client.put(self.keys.heartbeat(node_id), value, lease)
+                    return
+                except EtcdLeaseNotFound:
+                    self._lease_gone(lease)
+
+        await self._fast(beat())
+
+    async def release_all(self, node_id: str) -> None:
+        """Revoke this node's etcd lease: its run leases and heartbeat disappear at once."""
+        lease = self._lease_id
+        self._lease_id = None
+        self._lost.update(self._fences)
+        self._fences.clear()
+        if lease is not None:
+            with contextlib.suppress(EtcdLeaseNotFound):
+                await self._fast(self.client.lease_revoke(lease))
+
+    async def get_lease(self, run_id: str) -> LeaseInfo | None:
+        kv = await self._fast(self.client.get(self.keys.lease(run_id)))
+        if kv is None:
+            return None
+        data = json.loads(kv.value)
+        return LeaseInfo(
+            run_id, str(data.get("owner")), data.get("acquired_at"), data.get("expires_at")
+        )
+
+    async def list_orchestrators(self) -> list[OrchestratorInfo]:
+        result = await self._fast(
+            self.client.txn(
+                [], [Get.prefix(self.keys.heartbeats_dir()), Get.prefix(self.keys.lease_runs_dir())]
+            )
+        )
+        beats, runs = result.results
+        assert isinstance(beats, RangeResult) and isinstance(runs, RangeResult)
+        counts: dict[str, int] = {}
+        for kv in runs.kvs:
+            owner = str(json.loads(kv.value).get("owner"))
+            counts[owner] = counts.get(owner, 0) + 1
+        nodes: dict[str, OrchestratorInfo] = {}
+        for kv in beats.kvs:
+            node = self.keys.node_of_heartbeat(kv.key)
+            data = json.loads(kv.value)
+            nodes[node] = OrchestratorInfo(
+                node,
+                data.get("last_heartbeat"),
+                counts.get(node, 0),
+                str(data.get("orchestrator_url") or ""),
+            )
+        for owner, count in counts.items():
+            nodes.setdefault(owner, OrchestratorInfo(owner, None, count, ""))
+        return [nodes[n] for n in sorted(nodes)]
+
+    async def watch_orphans(self, start_revision: int | None = None) -> AsyncIterator[str]:
+        """Run ids whose lease key was deleted (expiry, revoke, release); survives outages.
+
+        Without `start_revision`, deletions from the moment of the first read on.
+        """
+        prefix = self.keys.lease_runs_dir()
+        start = start_revision
+        while True:
+            try:
+                if start is None:
+                    start = (await self.client.range(Get(prefix, count_only=True))).revision + 1
+                async with contextlib.aclosing(
+                    self.client.watch(prefix, prefix_end(prefix), start)
+                ) as events:
+                    async for event in events:
+                        start = event.mod_revision + 1
+                        if event.kind == "DELETE":
+                            yield self.keys.root_of_lease(event.key)
+            except EtcdError as exc:
+                log.debug("orphan watch interrupted (%s); resuming", exc)
+                await asyncio.sleep(0.2)
+
+    async def wait_done(self, run_id: str, timeout: float) -> str | None:
+        """The run's terminal status once any node finishes it; None after `timeout`."""
+        key = self.keys.done(run_id)
+
+        async def wait() -> str:
+            while True:
+                try:
+                    found = await self.client.range(Get(key))
+                    if found.kvs:
+                        return str(json.loads(found.kvs[0].value)["status"])
+                    async with contextlib.aclosing(
+                        self.client.watch(key, None, found.revision + 1)
+                    ) as events:
+                        async for event in events:
+                            if event.kind == "PUT":
+                                return str(json.loads(event.value)["status"])
+                except EtcdError as exc:
+                    log.debug("done watch interrupted (%s); resuming", exc)
+                    await asyncio.sleep(0.2)
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            return None
+
+    async def follow(self, root_run_id: str, from_sequence: int = 0) -> AsyncIterator[JournalEntry]:
+        """Entries ≥ `from_sequence`, then new ones as any node writes them (unbounded)."""
+        directory = self.keys.journal_dir(root_run_id)
+        end = prefix_end(directory)
+        next_seq = from_sequence
+        while True:
+            try:
+                found = await self.client.range(Get(self.keys.journal(root_run_id, next_seq), end))
+                for kv in found.kvs:
+                    entry = await self._entry(root_run_id, kv.key, kv.value)
+                    next_seq = entry.sequence + 1
+                    yield entry
+                async with contextlib.aclosing(
+                    self.client.watch(
+                        self.keys.journal(root_run_id, next_seq), end, found.revision + 1
+                    )
+                ) as events:
+                    async for event in events:
+                        if event.kind != "PUT":
+                            continue
+                        entry = await self._entry(root_run_id, event.key, event.value)
+                        if entry.sequence >= next_seq:
+                            next_seq = entry.sequence + 1
+                            yield entry
+            except EtcdError as exc:
+                log.debug("journal follow interrupted (%s); resuming", exc)
+                await asyncio.sleep(0.2)
+
+    # -- trees -----------------------------------------------------------------------------------
+
+    async def _load_tree(self, root: str) -> Tree:
+        k = self.keys
+        result = await self.client.txn(
+            [],
+            [
+                Get(k.head(root)),
+                Get.prefix(k.runs_dir(root)),
+                Get.prefix(k.items_dir(root)),
+                Get.prefix(k.steps_dir(root)),
+            ],
+        )
+        head, runs, items, steps = result.results
+        assert isinstance(head, RangeResult) and isinstance(runs, RangeResult)
+        assert isinstance(items, RangeResult) and isinstance(steps, RangeResult)
+        run_kvs = [(kv.key, await self._decode(kv)) for kv in runs.kvs]
+        item_kvs = [(kv.key, await self._decode(kv)) for kv in items.kvs]
+        records, stored = assemble_runs(run_kvs, item_kvs)
+        tree = Tree(root, Head.from_kv(head.kvs[0] if head.kvs else None), records)
+        tree.stored_items = stored
+        for kv in steps.kvs:
+            step = step_from_json(json.loads(await self._decode(kv)))
+            tree.steps[(step.run_id, step.item_index, step.step_index)] = step
+        self._trees[root] = tree
+        self._trees.move_to_end(root)
+        while len(self._trees) > self.max_cached_trees:
+            self._trees.popitem(last=False)
+        return tree
+
+    async def _tree(self, root: str) -> Tree:
+        tree = self._trees.get(root)
+        if tree is None:
+            return await self._load_tree(root)
+        self._trees.move_to_end(root)
+        return tree
+
+    def _forget(self, root: str) -> None:
+        self._trees.pop(root, None)
+
+    # -- journal: append -------------------------------------------------------------------------
+
+    async def append(
+        self, root_run_id: str, events: Sequence[Event], *, owner: str | None = None
+    ) -> list[int]:
+        if self._closed:
+            raise StoreError("etcd state store is closed")
+        texts = [encode_event(e) for e in events]  # a bad event fails here, alone
+        if owner is not None:
+            self._check_fence(root_run_id, owner)
+        if not texts:
+            return []
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        request = _Append(root_run_id, texts, owner, future)
+        if self.batching:
+            self._queue.append(request)
+            if self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        else:
+            lock = self._root_locks.setdefault(root_run_id, asyncio.Lock())
+            async with lock:
+                await self._commit_root(root_run_id, [request])
+        return await future
+
+    def _check_fence(self, root: str, owner: str) -> _Fence:
+        fence = self._fences.get(root)
+        if root in self._lost or fence is None or fence.owner != owner:
+            raise LeaseLost(f"lease of run tree {root} is not held by {owner}")
+        return fence
+
+    async def _flush(self) -> None:
+        """Group commit: everything queued while the previous transaction was in flight."""
+        try:
+            while self._queue:
+                batch: list[_Append] = []
+                ops, size = 0, 0
+                while self._queue:
+                    cost_ops, cost_bytes = self._queue[0].cost()
+                    fits = ops + cost_ops <= self.max_txn_ops and size + cost_bytes <= (
+                        self.max_txn_bytes
+                    )
+                    if batch and not fits:
+                        break
+                    batch.append(self._queue.pop(0))
+                    ops, size = ops + cost_ops, size + cost_bytes
+                await self._commit_group(batch)
+        finally:
+            self._flusher = None
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _commit_group(self, batch: list[_Append]) -> None:
+        roots = list(dict.fromkeys(r.root for r in batch))
+        if len(roots) > 1:
+            try:
+                trees = {root: await self._tree(root) for root in roots}
+                await self._attempt(batch, trees)
+                return
+            except (_Conflict, EtcdError):
+                pass  # per root below, off the flusher so new batches keep flowing
+        for root in roots:
+            mine = [r for r in batch if r.root == root and not r.future.done()]
+            if mine:
+                self._spawn(self._commit_root(root, mine))
+
+    async def _commit_root(self, root: str, requests: list[_Append]) -> None:
+        """One root's appends until each is durable or has failed (retries, fencing, outages)."""
+        delay, conflicts = 0.05, 0
+        pending = [r for r in requests if not r.future.done()]
+        while pending:
+            try:
+                await self._resolve_unknown(root, pending)
+                pending = [r for r in pending if not r.future.done()]
+                if not pending:
+                    return
+                await self._attempt(pending, {root: await self._tree(root)})
+                return
+            except _Conflict:
+                conflicts += 1
+                self._forget(root)
+                if conflicts > 100:
+                    self._fail(pending, StoreError(f"run tree {root}: too many write conflicts"))
+                    return
+            except EtcdUnavailable as exc:
+                self._forget(root)
+                now = time.monotonic()
+                keep = []
+                for r in pending:
+                    if r.owner is None or root in self._lost:
+                        self._fail([r], self._unavailable(exc))
+                        continue
+                    self.unavailable_retries += 1
+                    r.retry_until = r.retry_until or now + self.append_retry_secs
+                    if now > r.retry_until:
+                        self._fail([r], StoreError(f"{self._unavailable(exc)} (gave up)"))
+                    else:
+                        keep.append(r)
+                pending = keep
+                if pending:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            except EtcdError as exc:
+                self._forget(root)
+                if len(pending) > 1:  # e.g. too large together: try one by one
+                    for r in pending:
+                        await self._commit_root(root, [r])
+                    return
+                self._fail(pending, StoreError(str(exc)))
+                return
+            except Exception as exc:  # a bug must not leave callers waiting
+                log.exception("etcd append of %s failed", root)
+                self._fail(pending, StoreError(f"run tree {root}: {exc!r}"))
+                return
+            pending = [r for r in pending if not r.future.done()]
+
+    @staticmethod
+    def _fail(requests: list[_Append], exc: BaseException) -> None:
+        for request in requests:
+            if not request.future.done():
+                request.future.set_exception(type(exc)(str(exc)))
+
+    async def _resolve_unknown(self, root: str, requests: list[_Append]) -> None:
+        """An attempt of unknown fate may have landed: its nonce tells (exactly once)."""
+        for request in requests:
+            for first in request.unknown:
+                kv = await self.client.get(self.keys.journal(root, first))
+                if kv is None:
+                    continue
+                value = json.loads(await self._decode(kv))
+                if value.get("n") == request.nonce:
+                    sequences = list(range(first, first + len(request.texts)))
+                    self.committed_appends += 1
+                    request.future.set_result(sequences)
+                    break
+            request.unknown.clear()
+
+    async def _attempt(self, requests: list[_Append], trees: dict[str, Tree]) -> None:
+        """One transaction for `requests`; resolves their futures unless it raises.
+
+        Raises _Conflict (a compare failed; fenced requests whose lease is gone already got
+        LeaseLost) or EtcdError (the attempts are recorded as of unknown fate).
+        """
+        staged = {root: Staged(replace(tree.head)) for root, tree in trees.items()}
+        compares: dict[bytes, Compare] = {}
+        placed: list[tuple[_Append, list[int]]] = []
+        timestamp = self._clock.now()
+        for request in requests:
+            tree = trees[request.root]
+            if request.owner is not None:
+                try:
+                    fence = self._check_fence(request.root, request.owner)
+                except LeaseLost as exc:
+                    request.future.set_exception(exc)
+                    continue
+                key = self.keys.lease(request.root)
+                compares[key] = Compare.created(key, fence.create_revision)
+            child = staged[request.root].copy()
+            view = TreeView(tree, child)
+            first = child.head.last_sequence + 1
+            try:
+                for offset, text in enumerate(request.texts):
+                    sequence = first + offset
+                    child.head.last_sequence = sequence
+                    child.head.entry_count += 1
+                    value = f'{{"t":"{timestamp}","n":"{request.nonce}","e":{text}}}'
+                    child.journal.append(
+                        Put(self.keys.journal(request.root, sequence), value.encode())
+                    )
+                    project(JournalEntry(request.root, sequence, timestamp, json.loads(text)), view)
+            except Exception as exc:  # a malformed event fails its own append only
+                request.future.set_exception(exc)
+                continue
+            staged[request.root] = child
+            placed.append((request, list(range(first, first + len(request.texts)))))
+        if not placed:
+            return
+        ops: list[Op] = []
+        failure: list[Op] = []
+        for root in dict.fromkeys(r.root for r, _ in placed):
+            guard, writes = staged_ops(self.keys, trees[root], staged[root])
+            for c in guard:
+                compares[c.key] = c
+            ops += writes
+        failure = [Get(key) for key in compares]
+        ops = await self._spill(ops)
+        for request, sequences in placed:
+            request.unknown.append(sequences[0])
+        try:
+            result = await self.client.txn(list(compares.values()), ops, failure)
+        except EtcdUnavailable:
+            raise
+        except EtcdError:
+            for request, _ in placed:
+                request.unknown.clear()  # refused, not applied
+            raise
+        for request, _ in placed:
+            request.unknown.clear()
+        if not result.succeeded:
+            self._lost_fences(result, compares)
+            raise _Conflict()
+        self.txns += 1
+        self.committed_appends += len(placed)
+        for root in dict.fromkeys(r.root for r, _ in placed):
+            merge(trees[root], staged[root], result.revision)
+        self._faults.after_durable(sum(len(s) for _, s in placed))
+        for request, sequences in placed:
+            if not request.future.done():
+                request.future.set_result(sequences)
+
+    def _lost_fences(self, result: Any, compares: dict[bytes, Compare]) -> None:
+        """After a failed compare: mark roots whose lease key is no longer ours as lost."""
+        for (key, compare), found in zip(compares.items(), result.results, strict=True):
+            if compare.target != "create" or not isinstance(found, RangeResult):
+                continue
+            actual = found.kvs[0].create_revision if found.kvs else 0
+            if actual != compare.operand:
+                root = self.keys.root_of_lease(key)
+                log.error("lease of run tree %s lost: not writing it again", root)
+                self._lost.add(root)
+                self._fences.pop(root, None)
+
+    # -- journal: reads and maintenance ----------------------------------------------------------
+
+    async def _entry(self, root: str, key: bytes, stored: bytes) -> JournalEntry:
+        value = json.loads(await self.values.decode(stored))
+        return JournalEntry(root, Keys.sequence_of(key), value["t"], value["e"])
+
+    async def read_journal(self, root_run_id: str, from_sequence: int = 0) -> list[JournalEntry]:
+        end = prefix_end(self.keys.journal_dir(root_run_id))
+        found = await self._fast(
+            self.client.range(Get(self.keys.journal(root_run_id, max(from_sequence, 0)), end))
+        )
+        return [await self._entry(root_run_id, kv.key, kv.value) for kv in found.kvs]
+
+    async def _head(self, root: str) -> Head:
+        return Head.from_kv(await self._fast(self.client.get(self.keys.head(root))))
+
+    async def latest_sequence(self, root_run_id: str) -> int | None:
+        return (await self._head(root_run_id)).last_sequence or None
+
+    async def _heads(self) -> list[tuple[str, Head]]:
+        found = await self._fast(self.client.get_prefix(self.keys.heads_dir()))
+        return [(self.keys.root_of_head(kv.key), Head.from_kv(kv)) for kv in found]
+
+    async def list_active_roots(self) -> list[ActiveRoot]:
+        return sorted(
+            (
+                ActiveRoot(root, head.last_sequence, head.entry_count)
+                for root, head in await self._heads()
+                if head.last_sequence and head.status not in TERMINAL
+            ),
+            key=lambda a: a.root_run_id,
+        )
+
+    async def _guarded(self, root: str, build: Any) -> Any:
+        """Read the head, build ops with `build(head)`, commit guarded by the head; retry."""
+        for _ in range(100):
+            head = await self._head(root)
+            plan = await build(head)
+            if plan is None:
+                return None
+            ops, new_head, answer = plan
+            ops = await self._spill([*ops, Put(self.keys.head(root), new_head.to_json())])
+            guard = [Compare.modified(self.keys.head(root), head.mod_revision)]
+            result = await self._fast(self.client.txn(guard, ops))
+            if result.succeeded:
+                self._forget(root)
+                return answer
+        raise StoreError(f"run tree {root}: too many write conflicts")
+
+    async def compact(self, root_run_id: str, up_to_sequence: int) -> int:
+        start = self.keys.journal(root_run_id, 0)
+        end = self.keys.journal(root_run_id, up_to_sequence + 1)
+
+        async def build(head: Head) -> tuple[list[Op], Head, int] | None:
+            if not head.mod_revision:
+                return None
+            counted = await self._fast(self.client.range(Get(start, end, count_only=True)))
+            if not counted.count:
+                return None
+            new = replace(head, entry_count=max(head.entry_count - counted.count, 0))
+            return [Delete(start, end)], new, counted.count
+
+        return int(await self._guarded(root_run_id, build) or 0)
+
+    async def finalize(self, root_run_id: str) -> None:
+        async def build(head: Head) -> tuple[list[Op], Head, None] | None:
+            run = await self.get_run(root_run_id)
+            if run is None or not head.mod_revision:
+                return None
+            if run.status not in TERMINAL:
+                raise ValueError(not_finished(root_run_id, run.status))
+            sequence = head.last_sequence + 1
+            text = encode_event(final_record(run))
+            value = f'{{"t":"{self._clock.now()}","n":"final","e":{text}}}'.encode()
+            start = self.keys.journal(root_run_id, 0)
+            key = self.keys.journal(root_run_id, sequence)
+            ops: list[Op] = [
+                Delete(start, key),
+                Put(key, value),
+                Delete(self.keys.checkpoint(root_run_id)),
+            ]
+            return ops, replace(head, last_sequence=sequence, entry_count=1, finalized=True), None
+
+        await self._guarded(root_run_id, build)
+
+    async def delete_tree(self, root_run_id: str) -> None:
+        k, root = self.keys, root_run_id
+        runs = await self._fast(self.client.get_prefix(k.runs_dir(root)))
+        run_ids = {json.loads(await self._decode(kv))["run_id"] for kv in runs} | {root}
+        ops: list[Op] = [
+            Delete.prefix(k.journal_dir(root)),
+            Delete.prefix(k.runs_dir(root)),
+            Delete.prefix(k.items_dir(root)),
+            Delete.prefix(k.steps_dir(root)),
+            Delete(k.head(root)),
+            Delete(k.checkpoint(root)),
+            Delete(k.lease(root)),
+        ]
+        for run_id in sorted(run_ids):
+            ops += [Delete(k.run_index(run_id)), Delete(k.done(run_id))]
+        await self._fast(self.client.txn([], ops))
+        self._forget(root)
+        self._fences.pop(root, None)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    async def put_checkpoint(self, root_run_id: str, sequence: int, data: bytes) -> None:
+        value = dumps({"sequence": sequence}) + b"\n" + bytes(data)
+        key = self.keys.checkpoint(root_run_id)
+        stored = await self.values.encode(value, f"checkpoint of {root_run_id}")
+        await self._fast(self.client.put(key, stored))
+
+    async def get_checkpoint(self, root_run_id: str) -> Checkpoint | None:
+        kv = await self._fast(self.client.get(self.keys.checkpoint(root_run_id)))
+        if kv is None:
+            return None
+        header, _, data = (await self._decode(kv)).partition(b"\n")
+        return Checkpoint(int(json.loads(header)["sequence"]), data)
+
+    async def delete_checkpoint(self, root_run_id: str) -> None:
+        await self._fast(self.client.delete(self.keys.checkpoint(root_run_id)))
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    async def _root_of(self, run_id: str) -> str | None:
+        kv = await self._fast(self.client.get(self.keys.run_index(run_id)))
+        return None if kv is None else str(json.loads(kv.value)["root"])
+
+    async def _runs(self, root: str | None, run_id: str | None = None) -> list[RunRecord]:
+        k = self.keys
+        if run_id is not None and root is not None:
+            gets = [Get(k.run(root, run_id)), Get.prefix(k.items_dir(root, run_id))]
+        else:
+            gets = [Get.prefix(k.runs_dir(root)), Get.prefix(k.items_dir(root))]
+        result = await self._fast(self.client.txn([], gets))
+        runs, items = result.results
+        assert isinstance(runs, RangeResult) and isinstance(items, RangeResult)
+        run_kvs = [(kv.key, await self._decode(kv)) for kv in runs.kvs]
+        item_kvs = [(kv.key, await self._decode(kv)) for kv in items.kvs]
+        return list(assemble_runs(run_kvs, item_kvs)[0].values())
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        root = await self._root_of(run_id)
+        if root is None:
+            return None
+        runs = await self._runs(root, run_id)
+        return runs[0] if runs else None
+
+    async def list_runs(self, filters: RunFilter | None = None) -> list[RunRecord]:
+        filters = filters or RunFilter()
+        runs = [r for r in await self._runs(filters.root_run_id) if matches(r, filters)]
+        page = newest_first(runs)[filters.offset :]
+        return page if filters.limit is None else page[: filters.limit]
+
+    async def get_steps(self, run_id: str, item_index: int | None = None) -> list[StepRecord]:
+        root = await self._root_of(run_id)
+        if root is None:
+            return []
+        found = await self._fast(
+            self.client.get_prefix(self.keys.steps_dir(root, run_id, item_index))
+        )
+        steps = [step_from_json(json.loads(await self._decode(kv))) for kv in found]
+        return sorted(steps, key=lambda s: (s.step_index, s.item_index))
+
+    async def finished_roots(self, finished_before: str) -> list[str]:
+        before = canonical_time(finished_before)
+        done = [
+            (head.completed_at, root)
+            for root, head in await self._heads()
+            if head.last_sequence
+            and not head.finalized
+            and head.status in TERMINAL
+            and head.completed_at is not None
+            and head.completed_at < before
+        ]
+        return [root for _, root in sorted(done)]

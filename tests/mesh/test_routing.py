@@ -1,0 +1,86 @@
+"""Steps reach workers on other nodes; locality `prefer` and `strict`; any node answers waits.
+
+One cluster for the module: node A (region-a, no worker), node B (region-a, worker "wa"), node C
+(region-b, worker "wb"), all on the session etcd.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stepflow_mesh.registry.etcd_process import EtcdProcess
+from stepflow_mesh.runtime._pb.stepflow.v1 import common_pb2
+
+from .cluster import COMPLETED, Cluster, output_of, tick_step, wait_until
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    etcd_server: EtcdProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("routing"), etcd_server.endpoint)
+    try:
+        a = cluster.node("node-a", "region-a")
+        b = cluster.node("node-b", "region-a")
+        c = cluster.node("node-c", "region-b")
+        cluster.worker("wa", b)
+        cluster.worker("wb", c)
+        wait_until(lambda: "worker" in b.log and "worker" in c.log, 60, "workers to connect")
+        assert a.port
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def one_step_flow(log: Path, component: str = "/mesh/tick", seconds: float = 0) -> dict:
+    return {
+        "name": "one-tick",
+        "steps": [tick_step("t", log, seconds, component)],
+        "output": {"$step": "t"},
+    }
+
+
+def test_a_step_runs_on_a_worker_connected_to_another_node(cluster: Cluster) -> None:
+    a = cluster.nodes["node-a"]
+    done = a.submit(one_step_flow(cluster.log), {}, wait=True)
+    assert done.summary.status == COMPLETED, done
+    assert output_of(done) == {"tag": "t", "label": "wa"}  # same region as A first
+
+
+def test_strict_stays_in_the_region_and_prefer_follows_the_caller(cluster: Cluster) -> None:
+    c = cluster.nodes["node-c"]
+    for component in ("/mesh/tick", "/strict/tick"):
+        done = c.submit(one_step_flow(cluster.log, component), {}, wait=True)
+        assert done.summary.status == COMPLETED, done
+        assert output_of(done)["label"] == "wb"  # C's own region
+
+
+def test_any_node_answers_wait_promptly(cluster: Cluster) -> None:
+    a, c = cluster.nodes["node-a"], cluster.nodes["node-c"]
+    created = a.submit(one_step_flow(cluster.log, seconds=1.5), {})
+    run_id = created.summary.run_id
+    started = time.monotonic()
+    finished = c.get(run_id, wait=True, timeout=60)
+    waited = time.monotonic() - started
+    assert finished.summary.status == COMPLETED
+    assert waited < 10, waited  # returned at completion, not at the 60 s timeout
+    assert output_of(c.items(run_id))["tag"] == "t"
+
+
+def test_strict_never_leaves_the_region(cluster: Cluster) -> None:
+    """Without a region-a worker, a strict step times out; a prefer step crosses regions."""
+    a = cluster.nodes["node-a"]
+    wa = cluster.workers.pop("wa")
+    wa.kill()
+    wa.wait()
+    wait_until(lambda: "left queue mesh" in cluster.nodes["node-b"].log, 30, "wa to leave")
+    before = len(cluster.ticks())
+    strict = a.submit(one_step_flow(cluster.log, "/strict/tick"), {}, wait=True)
+    assert strict.summary.status == common_pb2.EXECUTION_STATUS_FAILED
+    assert len(cluster.ticks()) == before  # it never ran anywhere
+    prefer = a.submit(one_step_flow(cluster.log), {}, wait=True)
+    assert prefer.summary.status == COMPLETED
+    assert output_of(prefer)["label"] == "wb"
