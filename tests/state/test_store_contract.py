@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
 from datetime import datetime, timedelta
@@ -43,15 +44,23 @@ FAR_FUTURE = "2999-01-01T00:00:00Z"
 FAR_PAST = "2000-01-01T00:00:00Z"
 
 
-def _make_store(kind: str, tmp_path: Path) -> StateStore:
+def _make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> StateStore:
     if kind == "memory":
         return MemoryStateStore()
+    if kind == "etcd":
+        # One etcd for the session (tests/conftest.py); a unique prefix isolates each test.
+        from stepflow_mesh.registry.etcd_client import EtcdSettings
+        from stepflow_mesh.registry.etcd_store import EtcdStateStore
+
+        endpoint = request.getfixturevalue("etcd_server").endpoint
+        prefix = f"/test/{uuid.uuid4().hex}"
+        return EtcdStateStore(EtcdSettings([endpoint], prefix=prefix), lease_ttl_secs=2)
     return SqliteStateStore(tmp_path / "state" / "stepflow.db")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "etcd"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    s = _make_store(request.param, tmp_path)
+    s = _make_store(request.param, tmp_path, request)
     await s.open()
     yield s
     await s.close()
