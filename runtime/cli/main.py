@@ -80,6 +80,7 @@ def cli(
 
 def _register() -> None:
     from . import (
+        cluster_cmd,
         components_cmd,
         resume_cmd,
         run_cmd,
@@ -106,6 +107,7 @@ def _register() -> None:
     for module in commands:
         cli.add_command(module.command)
     cli.add_command(runs_cmd.group)
+    cli.add_command(cluster_cmd.group)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from .._pb.stepflow.v1 import (
 from ..blobs import is_blob_id
 from ..errors import UserError
 from ..model import parse_flow
-from ..state.base import RunFilter, StateStore
+from ..state.base import RunFilter, StateStore, StoreUnavailable
 from ..validation import validate
 from ..worker_api.convert import from_struct, from_value, to_struct, to_value
 from . import messages
@@ -70,6 +70,8 @@ def _status_errors(method: F) -> F:
             await context.abort(code, text)
         except FailedPrecondition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except StoreUnavailable as exc:  # the cluster's etcd is down: retry later, never hang
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     return wrapper  # type: ignore[return-value]
 

@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from stepflow_mesh.registry.etcd_client import EtcdClient, EtcdSettings
 from stepflow_mesh.registry.etcd_process import EtcdProcess
+from stepflow_mesh.runtime._pb.stepflow.v1 import runs_pb2
+from stepflow_mesh.runtime.worker_api.convert import to_value
 
 from .cluster import COMPLETED, Cluster, ClusterNode, output_of, tick_step, wait_until
 
@@ -173,9 +176,15 @@ def test_runs_survive_an_etcd_restart(tmp_path: Path) -> None:
             a, _ = start_pair(cluster)
             runs = [a.submit(sequential(cluster.log, n=3, seconds=1.0), {}).summary.run_id
                     for _ in range(3)]  # fmt: skip
+            flow_id = a.store_flow(sequential(cluster.log, n=1))
             wait_until(lambda: len(cluster.ticks()) >= 2, 60, "the first ticks")
             etcd.stop()
-            time.sleep(2.0)  # etcd stays down across step completions (an outage, not a race)
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as refused:  # a clear answer, not a hang
+                a.runs.CreateRun(runs_pb2.CreateRunRequest(flow_id=flow_id, input=[to_value({})]),
+                                 timeout=60)  # fmt: skip
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+            assert time.monotonic() - started < 20
             etcd.start()
             for run_id in runs:
                 done = a.get(run_id, wait=True, timeout=120)

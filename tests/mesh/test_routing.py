@@ -6,15 +6,17 @@ One cluster for the module: node A (region-a, no worker), node B (region-a, work
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from stepflow_mesh.registry.etcd_process import EtcdProcess
-from stepflow_mesh.runtime._pb.stepflow.v1 import common_pb2
+from stepflow_mesh.runtime._pb.stepflow.v1 import common_pb2, runs_pb2
 
-from .cluster import COMPLETED, Cluster, output_of, tick_step, wait_until
+from .cluster import COMPLETED, STEPFLOW, Cluster, output_of, tick_step, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,20 @@ def one_step_flow(log: Path, component: str = "/mesh/tick", seconds: float = 0) 
     }
 
 
+def test_cluster_status_shows_nodes_regions_and_queues(cluster: Cluster) -> None:
+    a = cluster.nodes["node-a"]
+    shown = subprocess.run(
+        [str(STEPFLOW), "cluster", "status", "--format", "json",
+         "--config", str(a.workdir / "stepflow-config.yml"), "--etcd", cluster.etcd_endpoint],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    report = json.loads(shown.stdout)
+    regions = {n["nodeId"]: n["region"] for n in report["nodes"] if n["live"]}
+    assert regions == {"node-a": "region-a", "node-b": "region-a", "node-c": "region-b"}
+    serving = {e["node"]: (e["workers"], e["region"]) for e in report["queues"]["mesh"]}
+    assert serving == {"node-b": (1, "region-a"), "node-c": (1, "region-b")}
+
+
 def test_a_step_runs_on_a_worker_connected_to_another_node(cluster: Cluster) -> None:
     a = cluster.nodes["node-a"]
     done = a.submit(one_step_flow(cluster.log), {}, wait=True)
@@ -68,6 +84,23 @@ def test_any_node_answers_wait_promptly(cluster: Cluster) -> None:
     assert finished.summary.status == COMPLETED
     assert waited < 10, waited  # returned at completion, not at the 60 s timeout
     assert output_of(c.items(run_id))["tag"] == "t"
+
+
+def test_any_node_cancels_and_streams_events_of_a_run_owned_elsewhere(cluster: Cluster) -> None:
+    a, c = cluster.nodes["node-a"], cluster.nodes["node-c"]
+    run_id = a.submit(one_step_flow(cluster.log, seconds=60), {}).summary.run_id
+    wait_until(
+        lambda: any(s.status == common_pb2.EXECUTION_STATUS_RUNNING for s in c.get(run_id).steps),
+        30, "the step to start",
+    )  # fmt: skip
+    events = c.runs.GetRunEvents(runs_pb2.GetRunEventsRequest(run_id=run_id), timeout=60)
+    started = time.monotonic()
+    cancelled = c.runs.CancelRun(runs_pb2.CancelRunRequest(run_id=run_id), timeout=30)
+    assert cancelled.summary.status == common_pb2.EXECUTION_STATUS_CANCELLED
+    assert time.monotonic() - started < 5
+    kinds = [event.WhichOneof("event") for event in events]
+    assert kinds[0] == "run_created" and kinds[-1] == "run_completed", kinds
+    assert a.get(run_id).summary.status == common_pb2.EXECUTION_STATUS_CANCELLED
 
 
 def test_strict_never_leaves_the_region(cluster: Cluster) -> None:
