@@ -8,7 +8,7 @@ STAMP     := $(VENV)/.installed
 CONFORMANCE ?= $(firstword $(wildcard ../shared/conformance /work/shared/conformance))
 MYPY_SRC  := $(VENV)/mypy-src
 
-.PHONY: install lint test unit conformance demo demo-local bench proto clean
+.PHONY: install lint test unit conformance demo demo-local bench proto clean cluster cluster-stop
 
 install: $(STAMP)
 
@@ -45,12 +45,21 @@ demo-local: install
 		--output $(VENV)/demo-result.json
 	$(PY) -m json.tool $(VENV)/demo-result.json
 
+cluster: install
+	@# etcd, three nodes in two regions and two stepflow-py workers on loopback (see its output).
+	$(PY) examples/cluster/local_cluster.py start
+
+cluster-stop:
+	$(PY) examples/cluster/local_cluster.py stop
+
 bench: install
 	$(PY) tests/bench/bench_engine.py
 	$(PY) tests/bench/bench_durable.py
 	$(PY) tests/bench/bench_journal.py
 	$(PY) tests/bench/bench_node.py
 	$(PY) tests/bench/bench_adapters.py
+	$(PY) tests/bench/bench_etcd.py
+	$(PY) tests/bench/bench_failover.py
 
 # Regenerates the checked-in Python code under runtime/_pb from proto/ (tests/test_proto.py checks it
 # is current). grpcio-tools is pinned in the dev extra so the output is reproducible.
