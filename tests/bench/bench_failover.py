@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from stepflow_mesh.registry.etcd_process import EtcdProcess  # noqa: E402
+
 from tests.mesh.cluster import COMPLETED, Cluster, wait_until  # noqa: E402
 from tests.mesh.test_failover import lease_owner, sequential  # noqa: E402
 
