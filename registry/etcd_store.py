@@ -40,7 +40,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -456,7 +456,9 @@ class EtcdStateStore(StateStore):
         except TimeoutError:
             return None
 
-    async def follow(self, root_run_id: str, from_sequence: int = 0) -> AsyncIterator[JournalEntry]:
+    async def follow(
+        self, root_run_id: str, from_sequence: int = 0
+    ) -> AsyncGenerator[JournalEntry, None]:
         """Entries ≥ `from_sequence`, then new ones as any node writes them (unbounded)."""
         directory = self.keys.journal_dir(root_run_id)
         end = prefix_end(directory)

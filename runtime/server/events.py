@@ -7,7 +7,7 @@ are asked for; step ids come from the events themselves (written with them).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,7 +17,6 @@ from ..state.base import JournalEntry, StateStore
 from ..worker_api.convert import to_value
 from .messages import RUN_STATUS, timestamp
 
-FOLLOW_INTERVAL_SECS = 0.1
 TYPE_OF_FIELD = {
     "run_created": runs_pb2.STATUS_EVENT_TYPE_RUN_CREATED,
     "step_started": runs_pb2.STATUS_EVENT_TYPE_STEP_STARTED,
@@ -114,11 +113,12 @@ async def follow_run(
     include_results: bool = False,
 ) -> AsyncIterator[Any]:
     """StatusEvents of `run_id` from `since` on, ending after its RunCompleted."""
-    next_sequence = since
-    while True:
-        entries = await store.read_journal(root_run_id, next_sequence)
-        for entry in entries:
-            next_sequence = entry.sequence + 1
+    run = await store.get_run(run_id)
+    latest = await store.latest_sequence(root_run_id)
+    if run is not None and run.finished_at_seqno is not None and (latest or 0) < since:
+        return  # finished, and nothing at or after `since` will ever be written
+    async with contextlib.aclosing(store.follow(root_run_id, since)) as entries:
+        async for entry in entries:
             for owner, message in status_events(entry, include_results):
                 if owner != run_id and not include_sub_runs:
                     continue
@@ -128,7 +128,3 @@ async def follow_run(
                 yield message
             if entry.event.get("type") == ev.RUN_COMPLETED and entry.event["run_id"] == run_id:
                 return
-        run = await store.get_run(run_id)
-        if run is not None and run.finished_at_seqno is not None and not entries:
-            return  # finished and its journal already finalized past `since`
-        await asyncio.sleep(FOLLOW_INTERVAL_SECS)

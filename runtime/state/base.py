@@ -8,10 +8,11 @@ Every backend must pass tests/state/test_store_contract.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,9 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, RECOVERY_FAILED})
 # Step statuses in metadata.
 STEP_RUNNING, STEP_COMPLETED, STEP_FAILED = "running", "completed", "failed"
 STEP_NEEDED = "runnable"
+
+
+FOLLOW_POLL_SECS = 0.1
 
 
 class StoreError(Exception):
@@ -161,6 +165,23 @@ class StateStore(ABC):
 
     @abstractmethod
     async def latest_sequence(self, root_run_id: str) -> int | None: ...
+
+    async def follow(
+        self, root_run_id: str, from_sequence: int = 0
+    ) -> AsyncGenerator[JournalEntry, None]:
+        """Entries ≥ `from_sequence`, then new ones as they are written (unbounded).
+
+        This default polls every FOLLOW_POLL_SECS (durability.md §7.3 allows ≤ 500 ms); a store
+        shared between nodes (etcd) pushes instead.
+        """
+        next_sequence = from_sequence
+        while True:
+            entries = await self.read_journal(root_run_id, next_sequence)
+            for entry in entries:
+                next_sequence = entry.sequence + 1
+                yield entry
+            if not entries:
+                await asyncio.sleep(FOLLOW_POLL_SECS)
 
     @abstractmethod
     async def list_active_roots(self) -> list[ActiveRoot]:
