@@ -24,9 +24,14 @@ class ClusterRelay:
         self.directory = directory
         self.channels = channels
 
-    async def owner_of(self, root_run_id: str) -> str | None:
+    async def owner_address(self, root_run_id: str) -> str | None:
         owner = await self._lease_owner(root_run_id)
-        return owner if owner is not None and self.directory.node(owner) is not None else None
+        if owner is None:
+            return None
+        node = self.directory.node(owner)
+        if node is None or not node.grpc_address:
+            raise OwnerUnavailable(f"run {root_run_id} is owned by {owner}, which is unreachable")
+        return node.grpc_address
 
     async def call(self, root_run_id: str, method: str, request: Any) -> Any:
         owner = await self._lease_owner(root_run_id)

@@ -16,8 +16,11 @@ class OwnerUnavailable(Exception):
 
 
 class OwnerRelay(Protocol):
-    async def owner_of(self, root_run_id: str) -> str | None:
-        """The id of the node holding the run tree's lease, or None."""
+    async def owner_address(self, root_run_id: str) -> str | None:
+        """The gRPC address of the node holding the run's lease; None when no lease exists.
+
+        Raises OwnerUnavailable when the lease names a node that published no address.
+        """
 
     async def call(self, root_run_id: str, method: str, request: Any) -> Any:
         """Send one OrchestratorService call (`method` is its RPC name) to the run's owner.

@@ -92,14 +92,16 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
     async def GetOrchestratorForRun(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
-        if not self.run_is_local(request.run_id):
-            # In a cluster any node answers for a run some live node owns: it relays the calls.
-            relay = self.relay()
-            if relay is None or await relay.owner_of(request.run_id) is None:
-                await context.abort(
-                    grpc.StatusCode.NOT_FOUND, f"run {request.run_id} is not active"
-                )
-        return tasks_pb2.GetOrchestratorForRunResponse(orchestrator_service_url=self.own_url())
+        url = self.own_url() if self.run_is_local(request.run_id) else None
+        relay = self.relay()
+        if url is None and relay is not None:  # in a cluster any node answers from the leases
+            try:
+                url = await relay.owner_address(request.run_id)
+            except OwnerUnavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if url is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"run {request.run_id} is not active")
+        return tasks_pb2.GetOrchestratorForRunResponse(orchestrator_service_url=url)
 
 
 class RunCalls(Protocol):

@@ -11,10 +11,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
+import grpc
 import pytest
 from stepflow_mesh.registry.etcd_process import EtcdProcess
-from stepflow_mesh.runtime._pb.stepflow.v1 import common_pb2, runs_pb2
+from stepflow_mesh.runtime._pb.stepflow.v1 import common_pb2, runs_pb2, tasks_pb2, tasks_pb2_grpc
 
 from .cluster import COMPLETED, STEPFLOW, Cluster, output_of, tick_step, wait_until
 
@@ -93,6 +95,12 @@ def test_any_node_cancels_and_streams_events_of_a_run_owned_elsewhere(cluster: C
         lambda: any(s.status == common_pb2.EXECUTION_STATUS_RUNNING for s in c.get(run_id).steps),
         30, "the step to start",
     )  # fmt: skip
+    tasks = tasks_pb2_grpc.TasksServiceStub(c.channel)
+    found = tasks.GetOrchestratorForRun(tasks_pb2.GetOrchestratorForRunRequest(run_id=run_id))
+    assert found.orchestrator_service_url == a.address  # answered from the lease registry
+    with pytest.raises(grpc.RpcError) as unknown:
+        tasks.GetOrchestratorForRun(tasks_pb2.GetOrchestratorForRunRequest(run_id=str(uuid4())))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     events = c.runs.GetRunEvents(runs_pb2.GetRunEventsRequest(run_id=run_id), timeout=60)
     started = time.monotonic()
     cancelled = c.runs.CancelRun(runs_pb2.CancelRunRequest(run_id=run_id), timeout=30)
