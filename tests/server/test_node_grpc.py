@@ -28,6 +28,7 @@ from stepflow_mesh.runtime._pb.stepflow.v1 import (
     runs_pb2_grpc,
 )
 from stepflow_mesh.runtime.worker_api.convert import from_value, to_struct, to_value
+from stepflow_mesh.runtime.worker_api.endpoint import MAX_MESSAGE_BYTES
 
 STEPFLOW = Path(sys.executable).parent / "stepflow"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -247,6 +248,18 @@ def test_bad_requests_get_clear_status_codes(
         call(channel)
     assert caught.value.code() == code, caught.value.details()
     assert caught.value.details()
+
+
+def test_an_oversized_message_is_refused_and_the_node_keeps_serving(
+    channel: grpc.Channel,
+) -> None:
+    blobs = blobs_pb2_grpc.BlobServiceStub(channel)
+    too_big = b"x" * (MAX_MESSAGE_BYTES + 1)
+    with pytest.raises(grpc.RpcError) as caught:
+        blobs.PutBlob(blobs_pb2.PutBlobRequest(raw_data=too_big, blob_type="binary"), timeout=120)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+    health = health_pb2_grpc.HealthServiceStub(channel)
+    assert health.HealthCheck(health_pb2.HealthCheckRequest()).status
 
 
 def test_a_killed_node_resumes_its_runs_on_restart(tmp_path: Path) -> None:
