@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .. import telemetry
 from ..config import discover_config, load_config
 from ..errors import UserError
 from ..state.base import StoreError
@@ -58,6 +59,7 @@ def command(
         host=host, port=port, node_id=node_id, shutdown_grace_secs=shutdown_grace_secs
     )
     node = Node(config, state.store, state.blobs, state.settings, options)
+    telemetry.set_node(node.node_id)
     node.add_services(register_client_services(node))
     if http_port is None:
         http_port = 0 if port == 0 else port + 1

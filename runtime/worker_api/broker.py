@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import telemetry
+
 log = logging.getLogger("stepflow.workers")
 
 QUEUED, EXECUTING = "queued", "executing"
@@ -85,6 +87,7 @@ class TaskBroker:
         self._watchdog: asyncio.Task[None] | None = None
         # Tasks whose step was cancelled while a worker ran them: heartbeats say `should_abort`.
         self._aborted: dict[str, float] = {}
+        self.telemetry = telemetry.broker_metrics(self)  # None unless metrics are on
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -96,6 +99,13 @@ class TaskBroker:
 
     def live_streams(self, queue: str) -> int:
         return len(self._queue(queue).streams)
+
+    def queue_stats(self) -> dict[str, tuple[int, int]]:
+        """queue → (tasks not yet claimed by a worker, open worker streams); for metrics."""
+        return {
+            name: (len(q.pending) + sum(len(s.unclaimed) for s in q.streams), len(q.streams))
+            for name, q in self._queues.items()
+        }
 
     def _queue(self, name: str) -> _Queue:
         try:
@@ -128,6 +138,8 @@ class TaskBroker:
             self._forget(previous)
         self._tasks[task_id] = task
         self._queue(queue).pending.append(task)
+        if self.telemetry is not None:
+            self.telemetry.task_dispatched(task)
         self._pump(queue)
         try:
             return await task.result
@@ -136,6 +148,8 @@ class TaskBroker:
                 self._aborted[task_id] = time.monotonic()
             raise
         finally:
+            if self.telemetry is not None:
+                self.telemetry.task_finished(task)
             if self._tasks.get(task_id) is task:
                 self._forget(task)
 
