@@ -60,6 +60,7 @@ bench: install
 	$(PY) tests/bench/bench_adapters.py
 	$(PY) tests/bench/bench_etcd.py
 	$(PY) tests/bench/bench_failover.py
+	$(PY) tests/bench/bench_telemetry.py
 
 # Regenerates the checked-in Python code under runtime/_pb from proto/ (tests/test_proto.py checks it
 # is current). grpcio-tools is pinned in the dev extra so the output is reproducible.

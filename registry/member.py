@@ -136,7 +136,14 @@ class ClusterMember:
         )  # fmt: skip
         await self.directory.publish_node(record)
         await self.directory.publish_queues(
-            self.node_id, self.settings.region, self.settings.zone, self.broker.queue_load()
+            self.node_id,
+            self.settings.region,
+            self.settings.zone,
+            {
+                q: (s.workers, s.idle_workers)
+                for q, s in self.broker.queue_stats().items()
+                if s.workers
+            },
         )
 
     async def _heartbeat_loop(self) -> None:

@@ -33,6 +33,12 @@ class Blob:
 class BlobStore(ABC):
     """Stores bytes under their content hash; writing the same bytes twice is a no-op."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from .telemetry.metrics import meter_blob_store
+
+        meter_blob_store(cls)  # blob_store.* metrics around every store's put/get
+
     @abstractmethod
     async def put(self, data: bytes, blob_type: str) -> str: ...
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import telemetry
 from .engine import RunOutcome, Runtime
 from .errors import UserError
 from .executor import RunExecution, RunObserver
@@ -117,6 +118,7 @@ class DurableRunner:
                 flow_name=request.flow.name,
                 max_concurrency=request.max_concurrency,
                 overrides=request.overrides,
+                traceparent=telemetry.current_traceparent(),
             )
             tree = TreeState(run_id)
             recorder = JournalRecorder(self.store, tree, self.owner, self.settings)
@@ -227,9 +229,11 @@ class DurableRunner:
         if holder is not None:
             raise UserError(f"run {run_id} is being executed by another process ({holder})")
         renew = asyncio.create_task(self._renew(run_id, ttl))
+        telemetry.lease_acquired()
         try:
             yield
         finally:
+            telemetry.lease_released()
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew

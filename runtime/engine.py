@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import telemetry
 from .blobs import BlobStore, FileBlobStore, MemoryBlobStore
 from .config import Config
 from .errors import FlowResult, UserError
@@ -54,7 +55,7 @@ class Runtime:
     ) -> None:
         self.config = config
         self.blobs = blobs or blob_store_for(config)
-        self.observers = list(observers)
+        self.observers = [*telemetry.run_observers(), *observers]
         self.plugins: dict[str, Plugin] = {}
         self.components: dict[str, list[ComponentInfo]] = {}
         self._router: Router | None = None

@@ -105,6 +105,33 @@ class RunObserver:
     async def run_completed(self, run: RunExecution, status: str) -> None:
         pass
 
+    async def run_interrupted(self, run: RunExecution) -> None:
+        """The run stopped unfinished (drained); it stays resumable, `run_completed` not called."""
+
+    # Step attempts, awaited in the step's own task (telemetry: spans, log context, metrics).
+
+    async def attempt_started(self, run: RunExecution, call: StepCall) -> None:
+        """An attempt holds its slot and is about to reach its plugin."""
+
+    async def attempt_finished(
+        self, run: RunExecution, call: StepCall, result: FlowResult | None
+    ) -> None:
+        """The attempt's plugin answered; `result` is None when it was interrupted/cancelled."""
+
+    async def retry_scheduled(
+        self, run: RunExecution, step: Step, component: str, reason: str
+    ) -> None:
+        """A failed attempt will be retried after a backoff (`reason`: transport_error or
+        component_error); `retry_resumed` follows when the backoff ends."""
+
+    async def retry_resumed(self, run: RunExecution, step: Step, component: str) -> None:
+        pass
+
+    async def retries_exhausted(
+        self, run: RunExecution, step: Step, component: str, reason: str
+    ) -> None:
+        """A retryable failure with no retry budget left: the result is final."""
+
 
 @dataclass
 class RunTree:
@@ -211,6 +238,8 @@ class RunExecution:
         results = [r for r in self.results if r is not None]
         if len(results) < len(self.inputs):
             self.status = INTERRUPTED
+            for obs in self.tree.observers:
+                await obs.run_interrupted(self)
             return results
         if self.tree.cancelled:
             self.status = CANCELLED
@@ -397,6 +426,7 @@ class RunExecution:
                 state.component_retries += 1
                 delay = retry.backoff.delay_seconds(state.component_retries)
             else:
+                await self._notify_exhausted(step, route.component, code)
                 return result
             if self.tree.stopping:
                 return result
@@ -406,7 +436,24 @@ class RunExecution:
             )  # fmt: skip
             state.attempt += 1
             await self.tree.notify_tasks_started(self, [self._task_start(index, step, state)])
-            await asyncio.sleep(delay)
+            reason = "transport_error" if code in TRANSPORT_CODES else "component_error"
+            for obs in self.tree.observers:
+                await obs.retry_scheduled(self, step, route.component, reason)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                for obs in self.tree.observers:
+                    await obs.retry_resumed(self, step, route.component)
+
+    async def _notify_exhausted(self, step: Step, component: str, code: str) -> None:
+        if code in TRANSPORT_CODES:
+            reason = "transport_error"
+        elif step.on_error.action == "retry" and code in COMPONENT_RETRY_CODES:
+            reason = "component_error"
+        else:
+            return
+        for obs in self.tree.observers:
+            await obs.retries_exhausted(self, step, component, reason)
 
     async def _attempt(
         self, index: int, step: Step, value: Any, state: _StepState, route: Route
@@ -437,15 +484,28 @@ class RunExecution:
                 return CANCELLED_RESULT
             if self.tree.draining:
                 raise StepInterrupted(step.id)
+            observers = self.tree.observers
+            for obs in observers:
+                await obs.attempt_started(self, call)
+            result: FlowResult | None = None
             try:
-                return await route.plugin.execute(call)
-            except PluginError as exc:
-                return plugin_failure(step.id, route.component, exc.detail, exc.category)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("plugin %s failed on step %s", route.plugin.name, step.id)
-                return plugin_failure(step.id, route.component, str(exc), COMPONENT_ERROR)
+                result = await self._call_plugin(route, step, call)
+                return result
+            finally:
+                for obs in observers:
+                    await obs.attempt_finished(self, call, result)
+
+    @staticmethod
+    async def _call_plugin(route: Route, step: Step, call: StepCall) -> FlowResult:
+        try:
+            return await route.plugin.execute(call)
+        except PluginError as exc:
+            return plugin_failure(step.id, route.component, exc.detail, exc.category)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("plugin %s failed on step %s", route.plugin.name, step.id)
+            return plugin_failure(step.id, route.component, str(exc), COMPONENT_ERROR)
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:

@@ -9,12 +9,13 @@ import time
 from typing import Any
 
 from ..errors import UserError
+from ..telemetry.logs import RunContextFilter
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; context fields (run_id, step_id, ...) come from `extra`."""
 
-    CONTEXT_KEYS = ("run_id", "step_id", "node_id", "trace_id", "span_id")
+    CONTEXT_KEYS = ("trace_id", "span_id", "run_id", "flow_id", "step_id", "node_id")
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -58,6 +59,7 @@ def configure_logging(
         if fmt == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(RunContextFilter())  # the run's ids on every record inside a run
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_level(other_level, "--other-log-level"))

@@ -76,6 +76,18 @@ def cli(
         fmt=log_format,
         log_file=log_file,
     )
+    from .. import telemetry
+
+    server = ctx.invoked_subcommand == "serve"
+    settings = telemetry.TelemetrySettings(
+        trace_enabled=trace_enabled,
+        metrics_enabled=metrics_enabled,
+        otlp_endpoint=otlp_endpoint or None,
+        service_name="stepflow-server" if server else "stepflow",
+    )
+    # Exporters flush when the command ends (after a node's graceful stop, durability.md §10).
+    if telemetry.init(settings, log_context=log_format == "json") is not None:
+        ctx.call_on_close(telemetry.shutdown)
 
 
 def _register() -> None:

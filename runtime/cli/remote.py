@@ -25,6 +25,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from .. import telemetry
 from .._pb.stepflow.v1 import common_pb2, flows_pb2, flows_pb2_grpc, runs_pb2, runs_pb2_grpc
 from ..errors import UserError
 from ..server.messages import RUN_STATUS, STATUS_NAMES
@@ -237,6 +238,9 @@ class NodeClient:
             self.channel = grpc.secure_channel(target, credentials, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
+        interceptors = telemetry.sync_client_interceptors()  # W3C traceparent when tracing
+        if interceptors:
+            self.channel = grpc.intercept_channel(self.channel, *interceptors)
         # The generated stub constructors are untyped (grpc_tools writes no stubs for them).
         self.flows: Any = flows_pb2_grpc.FlowsServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.runs: Any = runs_pb2_grpc.RunsServiceStub(self.channel)  # type: ignore[no-untyped-call]

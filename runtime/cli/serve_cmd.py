@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .. import telemetry
 from ..config import discover_config, load_config
 from ..errors import UserError
 from ..state.base import StoreError
@@ -82,6 +83,7 @@ def command(
         host=host, port=port, node_id=node_id, shutdown_grace_secs=shutdown_grace_secs
     )
     node = Node(config, store, blobs, settings, options)
+    telemetry.set_node(node.node_id, cluster.region if cluster else None)
     node.add_services(register_client_services(node))
     if cluster is not None:
         from ...registry.node_setup import join_cluster

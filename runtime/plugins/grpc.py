@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import telemetry
 from ..errors import FlowResult, PluginError, UserError
 from . import register_plugin_type
 from .base import ComponentInfo, Plugin, StepCall
@@ -90,6 +91,7 @@ class GrpcPlugin(Plugin):
             "STEPFLOW_TASKS_URL": endpoint.address,
             "STEPFLOW_QUEUE_NAME": self.queue,
             "STEPFLOW_BLOB_URL": endpoint.address,
+            **telemetry.worker_env(),
             **{str(k): str(v) for k, v in self.env.items()},
         }
         started = time.monotonic()
@@ -194,13 +196,17 @@ class GrpcPlugin(Plugin):
         endpoint = self.worker_endpoint
         queue = str(call.route_params.get("queueName") or self.queue)
         endpoint.broker.declare_queue(queue)
+        observability = common_pb2.ObservabilityContext(
+            run_id=call.run_id, flow_id=call.flow_id or "", step_id=call.step_id
+        )
+        span_ids = telemetry.current_span_ids()  # the `step` span: the worker's parent
+        if span_ids is not None:
+            observability.trace_id, observability.span_id = span_ids
         request = tasks_pb2.ComponentExecuteRequest(
             component_id=call.component_id or call.component.lstrip("/"),
             input=to_value(call.input),
             attempt=call.attempt,
-            observability=common_pb2.ObservabilityContext(
-                run_id=call.run_id, flow_id=call.flow_id or "", step_id=call.step_id
-            ),
+            observability=observability,
             path_params=call.path_params,
         )
         assignment = tasks_pb2.TaskAssignment(

@@ -2,7 +2,8 @@
 
 Constructors here are the only place event shapes are spelled out; the executor's journal observer
 writes them, the stores project them into metadata, and replay reads them back. Project-only fields
-(`flow_name`, `step_id`, `max_concurrency`, `overrides`) ride along; upstream readers ignore them.
+(`flow_name`, `step_id`, `max_concurrency`, `overrides`, `traceparent`) ride along; upstream
+readers ignore them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def root_run_created(
     flow_name: str | None = None,
     max_concurrency: int | None = None,
     overrides: dict[str, Any] | None = None,
+    traceparent: str | None = None,
 ) -> Event:
+    """`traceparent`: the W3C trace context the run was submitted in (durability.md §14), so a
+    resumed or failed-over tree continues the same trace."""
     event: Event = {
         "type": ROOT_RUN_CREATED,
         "run_id": run_id,
@@ -61,6 +65,8 @@ def root_run_created(
         event["max_concurrency"] = max_concurrency
     if overrides:
         event["overrides"] = overrides
+    if traceparent:
+        event["traceparent"] = traceparent
     return event
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from .. import telemetry
 from ..errors import FlowResult
 from ..executor import INTERRUPTED, RunExecution, RunObserver, TaskStart
 from ..jsonfmt import content_id, dumps_compact
@@ -53,7 +54,11 @@ class JournalRecorder(RunObserver):
         self._pending = []
         if not batch:
             return
-        sequences = await self.store.append(self.root_run_id, batch, owner=self.owner)
+        tel = telemetry.active
+        if tel is None:
+            sequences = await self.store.append(self.root_run_id, batch, owner=self.owner)
+        else:  # the journal.append span and journal.* metrics
+            sequences = await tel.journal_append(self.store, self.root_run_id, batch, self.owner)
         for event, sequence in zip(batch, sequences, strict=True):
             self.state.apply(event, sequence)
         self._since_checkpoint += len(batch)

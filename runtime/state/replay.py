@@ -35,6 +35,7 @@ class RunState:
     parent_run_id: str | None = None
     max_concurrency: int | None = None
     overrides: dict[str, Any] | None = None
+    traceparent: str | None = None  # root only: the trace the run was submitted in
     completed: dict[Key, FlowResult] = field(default_factory=dict)
     attempts: dict[Key, int] = field(default_factory=dict)
     in_flight: dict[Key, str] = field(default_factory=dict)  # → task id
@@ -50,6 +51,7 @@ class RunState:
             "parent_run_id": self.parent_run_id,
             "max_concurrency": self.max_concurrency,
             "overrides": self.overrides,
+            "traceparent": self.traceparent,
             "completed": [[i, s, r.to_json()] for (i, s), r in self.completed.items()],
             "attempts": [[i, s, n] for (i, s), n in self.attempts.items()],
             "in_flight": [[i, s, t] for (i, s), t in self.in_flight.items()],
@@ -67,6 +69,7 @@ class RunState:
             parent_run_id=data["parent_run_id"],
             max_concurrency=data["max_concurrency"],
             overrides=data["overrides"],
+            traceparent=data.get("traceparent"),
             completed={(i, s): FlowResult.from_json(r) for i, s, r in data["completed"]},
             attempts={(i, s): n for i, s, n in data["attempts"]},
             in_flight={(i, s): t for i, s, t in data["in_flight"]},
@@ -85,6 +88,7 @@ class TreeState:
     subflows: dict[SubflowKey, str] = field(default_factory=dict)  # → sub-run id
     cancel_requested: bool = False
     last_sequence: int = -1
+    created_at: str | None = None  # journal timestamp of root_run_created (RFC 3339), if known
 
     @property
     def root(self) -> RunState:
@@ -117,6 +121,7 @@ class TreeState:
             variables=dict(event.get("variables") or {}),
             max_concurrency=event.get("max_concurrency"),
             overrides=event.get("overrides"),
+            traceparent=event.get("traceparent"),
         )
 
     def _sub_run_created(self, event: ev.Event) -> None:
@@ -193,6 +198,7 @@ class TreeState:
             "runs": [r.to_json() for r in self.runs.values()],
             "subflows": [[*k, v] for k, v in self.subflows.items()],
             "cancel_requested": self.cancel_requested,
+            "created_at": self.created_at,
         }
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
@@ -208,6 +214,7 @@ class TreeState:
                 tree.runs[state.run_id] = state
             tree.subflows = {(p, i, s, k): v for p, i, s, k, v in body["subflows"]}
             tree.cancel_requested = body["cancel_requested"]
+            tree.created_at = body.get("created_at")
             return tree
         except ReplayError:
             raise
@@ -229,5 +236,7 @@ def replay(
             tree.apply(entry.event, entry.sequence)
         except (KeyError, TypeError, ValueError) as exc:
             raise ReplayError(f"journal entry {entry.sequence} is malformed: {exc}") from None
+        if entry.event.get("type") == ev.ROOT_RUN_CREATED:
+            tree.created_at = entry.timestamp
     tree.root  # noqa: B018 - raises ReplayError when the journal never created the root
     return tree

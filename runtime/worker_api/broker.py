@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .. import telemetry
+
 log = logging.getLogger("stepflow.workers")
 
 QUEUED, EXECUTING = "queued", "executing"
@@ -85,6 +87,13 @@ class _Queue:
     turn: itertools.count[int] = field(default_factory=itertools.count)
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    depth: int  # tasks not yet claimed by a worker
+    workers: int  # open worker streams
+    idle_workers: int  # streams without an unclaimed task (could take one now)
+
+
 class Forwarder(Protocol):
     """Hands tasks no local worker stream can take to another node of the cluster (mesh)."""
 
@@ -106,6 +115,7 @@ class TaskBroker:
         self._forwarding: dict[str, asyncio.Task[None]] = {}
         # Called with the queue name whenever a worker stream opens or closes (the mesh publishes).
         self.on_streams_changed: Callable[[str], None] | None = None
+        self.telemetry = telemetry.broker_metrics(self)  # None unless metrics are on
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -122,12 +132,15 @@ class TaskBroker:
         """Tasks queued or executing (a node's load)."""
         return len(self._tasks)
 
-    def queue_load(self) -> dict[str, tuple[int, int]]:
-        """Queue → (worker streams, idle streams), for queues with streams (mesh directory)."""
+    def queue_stats(self) -> dict[str, QueueStats]:
+        """Per declared queue: waiting tasks and worker streams (metrics, the mesh directory)."""
         return {
-            name: (len(q.streams), sum(1 for s in q.streams if not s.unclaimed))
+            name: QueueStats(
+                depth=len(q.pending) + sum(len(s.unclaimed) for s in q.streams),
+                workers=len(q.streams),
+                idle_workers=sum(1 for s in q.streams if not s.unclaimed),
+            )
             for name, q in self._queues.items()
-            if q.streams
         }
 
     def _queue(self, name: str) -> _Queue:
@@ -163,6 +176,8 @@ class TaskBroker:
             self._forget(previous)
         self._tasks[task_id] = task
         self._queue(queue).pending.append(task)
+        if self.telemetry is not None:
+            self.telemetry.task_dispatched(task)
         self._pump(queue)
         try:
             return await task.result
@@ -171,6 +186,8 @@ class TaskBroker:
                 self._aborted[task_id] = time.monotonic()
             raise
         finally:
+            if self.telemetry is not None:
+                self.telemetry.task_finished(task)
             if self._tasks.get(task_id) is task:
                 self._forget(task)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import grpc
 
+from .. import telemetry
 from .._pb.stepflow.v1 import blobs_pb2_grpc, orchestrator_pb2_grpc, tasks_pb2_grpc
 from ..blobs import BlobStore
 from .broker import TaskBroker
@@ -61,7 +62,9 @@ class WorkerEndpoint:
             callback()
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=telemetry.server_interceptors() or None
+        )
         tasks = TasksServicer(
             self.broker, lambda: self.address, lambda run_id: self._local_runs(run_id),
             self._stream_opened, lambda: self.relay,

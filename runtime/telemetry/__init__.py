@@ -1,0 +1,275 @@
+"""Observability: OpenTelemetry traces and metrics over OTLP/gRPC, and run context on logs.
+
+Off by default. `init()` with traces or metrics enabled creates the SDK objects; until then every
+hook below is one global read (`active is None`) and returns. The mesh and other callers use:
+
+- `record_failover(from_node, to_node)` — a run tree taken over from another node;
+- `record_step_forwarded(queue_name, target_region)` — a task forwarded to another node;
+- `forward_span(target_node, queue_name)` — the `mesh.forward` span around a forward or relay;
+- `lease_acquired()` / `lease_released()` — the `leases.held` gauge;
+- `aio_client_interceptors()` — W3C traceparent on a grpc.aio channel's calls;
+- `server_interceptors()` — honour incoming traceparent on a grpc.aio server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import logs, metrics
+from .context import current_span, incoming_traceparent
+from .settings import TelemetrySettings
+
+if TYPE_CHECKING:
+    import grpc
+
+    from ..executor import RunObserver
+    from ..state.base import StateStore
+    from ..state.events import Event
+    from ..worker_api.broker import TaskBroker
+    from .tracing import Tracing
+
+log = logging.getLogger("stepflow.telemetry")
+
+__all__ = [
+    "Telemetry",
+    "TelemetrySettings",
+    "active",
+    "aio_client_interceptors",
+    "broker_metrics",
+    "current_span_ids",
+    "current_traceparent",
+    "forward_span",
+    "init",
+    "lease_acquired",
+    "lease_released",
+    "record_failover",
+    "record_step_forwarded",
+    "run_observers",
+    "server_interceptors",
+    "set_node",
+    "shutdown",
+    "sync_client_interceptors",
+    "worker_env",
+]
+
+
+class Telemetry:
+    """What is switched on in this process."""
+
+    def __init__(self, settings: TelemetrySettings, *, log_context: bool = False) -> None:
+        self.settings = settings
+        self.log_context = log_context
+        self.node_id = settings.node_id
+        self.region = settings.region
+        self.tracing: Tracing | None = None
+        self.metrics: metrics.Metrics | None = None
+        if settings.tracing:
+            from .tracing import Tracing
+
+            self.tracing = Tracing(settings)
+        if settings.metrics:
+            from .tracing import make_resource
+
+            self.metrics = metrics.Metrics(settings, make_resource(settings))
+
+    def shutdown(self) -> None:
+        if self.tracing is not None:
+            self.tracing.shutdown()
+        if self.metrics is not None:
+            self.metrics.shutdown()
+
+    async def journal_append(
+        self, store: StateStore, root_run_id: str, batch: Sequence[Event], owner: str | None
+    ) -> list[int]:
+        """`store.append` inside a `journal.append` span, timed for the journal.* metrics."""
+        backend = _backend(store)
+        span = None
+        parent = current_span.get()
+        if self.tracing is not None and parent is not None:
+            span = self.tracing.start_child(
+                "journal.append",
+                parent,
+                {"stepflow.events": len(batch), "stepflow.backend": backend},
+            )
+        started = time.perf_counter()
+        try:
+            return await store.append(root_run_id, list(batch), owner=owner)
+        finally:
+            if span is not None:
+                span.end()
+            if self.metrics is not None:
+                attributes = {"backend": backend}
+                self.metrics.journal_append_duration.record(
+                    time.perf_counter() - started, attributes
+                )
+                self.metrics.journal_batch_size.record(len(batch), attributes)
+
+
+active: Telemetry | None = None
+_settings = TelemetrySettings()  # the last `init`, also when everything is off
+
+
+def init(
+    settings: TelemetrySettings, *, log_context: bool = False, log_handler: Any = None
+) -> Telemetry | None:
+    """Switch telemetry on as `settings` say (replacing an earlier set-up); None when all off.
+
+    `log_context`: keep run ids on log records even without traces or metrics (JSON logs).
+    """
+    global active, _settings
+    shutdown()
+    _settings = settings
+    logs.node_id = settings.node_id
+    if not settings.active and not log_context:
+        return None
+    if (settings.trace_enabled or settings.metrics_enabled) and not settings.otlp_endpoint:
+        log.warning("traces and metrics need --otlp-endpoint; nothing will be exported")
+    active = Telemetry(settings, log_context=log_context)
+    metrics.current = active.metrics
+    return active
+
+
+def shutdown() -> None:
+    """Flush and stop exporting (graceful stop, end of a CLI command)."""
+    global active
+    current, active = active, None
+    metrics.current = None
+    if current is not None:
+        current.shutdown()
+
+
+def set_node(node_id: str | None, region: str | None = None) -> None:
+    """The node's id (and region) for log records, span and metric attributes."""
+    logs.node_id = node_id
+    if active is not None:
+        active.node_id = node_id
+        if region is not None:
+            active.region = region
+        if active.metrics is not None:
+            active.metrics.node_id = node_id or ""
+
+
+def run_observers() -> list[RunObserver]:
+    """Executor observers for a new Runtime (none when everything is off)."""
+    if active is None:
+        return []
+    from .observer import TelemetryObserver
+
+    return [TelemetryObserver(active.tracing, active.metrics, active)]
+
+
+def broker_metrics(broker: TaskBroker) -> metrics.Metrics | None:
+    """The task.*/queue.* recorder for a new broker (None when metrics are off)."""
+    if active is None or active.metrics is None:
+        return None
+    active.metrics.watch_broker(broker)
+    return active.metrics
+
+
+def current_span_ids() -> tuple[str, str] | None:
+    """(trace id, span id) in hex of the current `step` (or run) span, for ObservabilityContext."""
+    if active is None or active.tracing is None:
+        return None
+    span = current_span.get()
+    if span is None:
+        return None
+    context = span.get_span_context()
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def current_traceparent() -> str | None:
+    """The caller's W3C trace context, to journal with a new root run (None when tracing is off)."""
+    if active is None or active.tracing is None:
+        return None
+    return incoming_traceparent.get()
+
+
+def worker_env() -> dict[str, str]:
+    """Env that lets a launched worker export to the same collector (or not, when tracing is
+    off here although an endpoint is configured)."""
+    return _settings.worker_env()
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    if active is None or active.tracing is None:
+        return []
+    from .grpc_context import TraceparentServerInterceptor
+
+    return [TraceparentServerInterceptor()]
+
+
+def aio_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    if active is None or active.tracing is None:
+        return []
+    from .grpc_context import aio_client_interceptors as make
+
+    return make()
+
+
+def sync_client_interceptors() -> list[Any]:
+    if active is None or active.tracing is None:
+        return []
+    from .grpc_context import SyncTraceparentInterceptor
+
+    return [SyncTraceparentInterceptor()]
+
+
+def lease_acquired() -> None:
+    if active is not None and active.metrics is not None:
+        active.metrics.leases_held.add(1, {"node_id": active.metrics.node_id})
+
+
+def lease_released() -> None:
+    if active is not None and active.metrics is not None:
+        active.metrics.leases_held.add(-1, {"node_id": active.metrics.node_id})
+
+
+def record_failover(from_node: str, to_node: str) -> None:
+    """A run tree owned by `from_node` was taken over by `to_node` (counted by the new owner)."""
+    if active is not None and active.metrics is not None:
+        active.metrics.failovers.add(1, {"from_node": from_node, "to_node": to_node})
+
+
+def record_step_forwarded(queue_name: str, target_region: str) -> None:
+    """A task was forwarded to a worker stream on another node."""
+    if active is not None and active.metrics is not None:
+        active.metrics.steps_forwarded.add(
+            1, {"queue_name": queue_name, "target_region": target_region}
+        )
+
+
+@contextlib.contextmanager
+def forward_span(target_node: str, queue_name: str) -> Iterator[None]:
+    """`mesh.forward` around forwarding a task or relaying a worker call to another node.
+
+    A child of the current step span (or of the incoming traceparent); current inside the block,
+    so `aio_client_interceptors()` send its traceparent to the other node.
+    """
+    if active is None or active.tracing is None:
+        yield
+        return
+    parent: Any = current_span.get() or incoming_traceparent.get()
+    span = active.tracing.start_child(
+        "mesh.forward",
+        parent,
+        {"stepflow.target_node": target_node, "stepflow.queue_name": queue_name},
+    )
+    previous = current_span.get()
+    current_span.set(span)
+    try:
+        yield
+    except BaseException as exc:
+        span.record_exception(exc)
+        raise
+    finally:
+        current_span.set(previous)
+        span.end()
+
+
+def _backend(store: Any) -> str:
+    name = type(store).__name__
+    return name.removesuffix("StateStore").lower() or name.lower()

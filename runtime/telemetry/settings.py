@@ -1,0 +1,74 @@
+"""Telemetry settings (durability.md §14): flags and env of the CLI, resolved once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_METRICS_INTERVAL_SECS = 10.0
+# Spans leave the process within about this long after they end.
+DEFAULT_SPAN_DELAY_SECS = 0.5
+EXPORT_TIMEOUT_SECS = 5.0
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _env_secs(name: str, default: float, scale: float = 1.0) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text) / scale
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """What to emit and where. Traces and metrics need an OTLP/gRPC endpoint."""
+
+    trace_enabled: bool = False
+    metrics_enabled: bool = False
+    otlp_endpoint: str | None = None
+    service_name: str = "stepflow"
+    # `OTEL_METRIC_EXPORT_INTERVAL` (ms) overrides the 10 s default; tests use a short one.
+    metrics_interval_secs: float = field(
+        default_factory=lambda: _env_secs(
+            "OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_METRICS_INTERVAL_SECS, 1000.0
+        )
+    )
+    span_delay_secs: float = field(
+        default_factory=lambda: _env_secs("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SPAN_DELAY_SECS, 1e3)
+    )
+    node_id: str | None = None
+    region: str | None = field(default_factory=lambda: os.environ.get("STEPFLOW_REGION") or None)
+
+    @property
+    def tracing(self) -> bool:
+        return self.trace_enabled and bool(self.otlp_endpoint)
+
+    @property
+    def metrics(self) -> bool:
+        return self.metrics_enabled and bool(self.otlp_endpoint)
+
+    @property
+    def active(self) -> bool:
+        return self.tracing or self.metrics
+
+    def worker_env(self) -> dict[str, str]:
+        """Env for worker processes the runtime launches, so their spans reach our collector.
+
+        stepflow-py reads `STEPFLOW_OTLP_ENDPOINT` and `STEPFLOW_TRACE_ENABLED`; `OTEL_*` of this
+        process are inherited with the rest of its environment.
+        """
+        if not self.otlp_endpoint:
+            return {}
+        return {
+            "STEPFLOW_OTLP_ENDPOINT": self.otlp_endpoint,
+            "STEPFLOW_TRACE_ENABLED": "true" if self.trace_enabled else "false",
+        }

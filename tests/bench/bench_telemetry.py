@@ -1,0 +1,122 @@
+"""Telemetry overhead: durable in-process runs/s with tracing + metrics on vs off.
+
+Each run is a 10-step `noop` flow through the DurableRunner (in-memory journal), so every step
+gets a `step` span, every journal write a `journal.append` span, and the metrics are recorded.
+With telemetry on, everything is exported over OTLP/gRPC to a receiver in this process (what a
+collector would do). Modes alternate in rounds to even out machine noise. Target: ratio ≥ 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stepflow_mesh.runtime import telemetry
+from stepflow_mesh.runtime.config import default_config
+from stepflow_mesh.runtime.durable import DurableRunner, RunRequest
+from stepflow_mesh.runtime.engine import Runtime
+from stepflow_mesh.runtime.model import Flow, parse_flow
+from stepflow_mesh.runtime.state.memory import MemoryStateStore
+
+RECEIVER_DIR = Path(__file__).resolve().parents[1] / "telemetry"
+# The receiver runs in its own process, as a collector would (not competing for our GIL).
+RECEIVER = f"""
+import sys, json
+sys.path.insert(0, {str(RECEIVER_DIR)!r})
+from receiver import Receiver
+r = Receiver().start()
+print(r.port, flush=True)
+sys.stdin.read()
+print(json.dumps({{"spans": len(r.spans), "points": len(r.points)}}), flush=True)
+"""
+
+TARGET = 0.9
+WIDTH = 10
+
+
+def parallel_flow(width: int, sleep_ms: int) -> Flow:
+    """`width` independent steps: `noop` (pure orchestration), or `sleep` for `sleep_ms`."""
+    if sleep_ms:
+        step = {"component": "/builtin/sleep", "input": {"duration_ms": sleep_ms}}
+    else:
+        step = {"component": "/builtin/noop", "input": {"i": 1}}
+    steps = [{"id": f"s{i}", **step} for i in range(width)]
+    output = {f"s{i}": {"$step": f"s{i}"} for i in range(width)}
+    return parse_flow({"name": f"bench-{width}", "steps": steps, "output": output}, "<bench>")
+
+
+async def runs_per_second(flow: Flow, seconds: float) -> float:
+    store = MemoryStateStore()
+    await store.open()
+    async with Runtime(default_config(Path.cwd())) as runtime:
+        runner = DurableRunner(runtime, store)
+        request = RunRequest(flow, [{}], {}, None, WIDTH)
+        for _ in range(20):  # warm-up
+            await runner.start(request)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            outcome = await runner.start(request)
+            if outcome.status != "completed":
+                raise SystemExit(f"benchmark run failed: {outcome.results[0].to_json()}")
+            count += 1
+        elapsed = time.perf_counter() - started
+    await store.close()
+    return count / elapsed
+
+
+def measure(endpoint: str | None, seconds: float, sleep_ms: int) -> float:
+    if endpoint is not None:
+        settings = telemetry.TelemetrySettings(
+            trace_enabled=True, metrics_enabled=True, otlp_endpoint=endpoint,
+            metrics_interval_secs=1.0,
+        )  # fmt: skip
+        telemetry.init(settings)
+    try:
+        return asyncio.run(runs_per_second(parallel_flow(WIDTH, sleep_ms), seconds))
+    finally:
+        telemetry.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per mode per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    receiver = subprocess.Popen(
+        [sys.executable, "-c", RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert receiver.stdin is not None and receiver.stdout is not None
+    endpoint = f"http://127.0.0.1:{int(receiver.stdout.readline())}"
+    rows = []
+    try:
+        for sleep_ms in (0, 5):
+            off: list[float] = []
+            on: list[float] = []
+            for _ in range(args.rounds):
+                off.append(measure(None, args.seconds, sleep_ms))
+                on.append(measure(endpoint, args.seconds, sleep_ms))
+            rows.append((sleep_ms, statistics.median(off), statistics.median(on)))
+    finally:
+        receiver.stdin.close()
+        counts = json.loads(receiver.stdout.readline() or "{}")
+        receiver.wait(timeout=30)
+    print(
+        f"{WIDTH} parallel steps per run, durable (in-memory journal); tracing + metrics exported"
+    )
+    print(f"{'step':>12} {'off runs/s':>11} {'on runs/s':>10} {'on/off':>7}")
+    for sleep_ms, off_rate, on_rate in rows:
+        label = f"sleep {sleep_ms} ms" if sleep_ms else "noop"
+        ratio = on_rate / off_rate
+        verdict = "meets" if ratio >= TARGET else "MISSES"
+        print(f"{label:>12} {off_rate:>11.1f} {on_rate:>10.1f} {ratio:>7.2f}  ({verdict} {TARGET})")
+    print(f"receiver got {counts.get('spans')} spans, {counts.get('points')} metric points")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""An OTLP/gRPC receiver for tests: collects exported spans and metric points in memory.
+
+Implements the collector's TraceService, MetricsService and LogsService (logs are accepted and
+dropped) on a free loopback port, with the servicer bases from the `opentelemetry-proto` package.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+T = TypeVar("T")
+
+
+def _value(any_value: Any) -> Any:
+    kind = any_value.WhichOneof("value")
+    return getattr(any_value, kind) if kind else None
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in pairs}
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict[str, Any]
+    service: str
+
+
+@dataclass(frozen=True)
+class ReceivedPoint:
+    metric: str
+    kind: str  # sum, histogram, gauge
+    monotonic: bool
+    attributes: dict[str, Any]
+    value: float  # sum/gauge value, or histogram count
+    total: float = 0.0  # histogram sum
+    service: str = ""
+
+
+@dataclass
+class Receiver:
+    port: int = 0
+    spans: list[ReceivedSpan] = field(default_factory=list)
+    points: list[ReceivedPoint] = field(default_factory=list)
+    requests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Receiver:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(self), server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(self), server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(), server)
+        self.port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(0).wait()
+
+    def snapshot_spans(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self.spans)
+
+    def snapshot_points(self) -> list[ReceivedPoint]:
+        with self._lock:
+            return list(self.points)
+
+    def wait_for(self, probe: Callable[[Receiver], T | None], timeout: float = 30.0) -> T:
+        """Until `probe` returns something truthy; fails with the last state after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = probe(self)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                names = sorted({s.name for s in self.snapshot_spans()})
+                metrics = sorted({p.metric for p in self.snapshot_points()})
+                raise AssertionError(f"timed out; spans seen {names}, metrics seen {metrics}")
+            time.sleep(0.05)
+
+    def _add_spans(self, request: Any) -> None:
+        found = []
+        for resource_spans in request.resource_spans:
+            service = str(_attributes(resource_spans.resource.attributes).get("service.name"))
+            for scope in resource_spans.scope_spans:
+                for span in scope.spans:
+                    found.append(
+                        ReceivedSpan(
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            attributes=_attributes(span.attributes),
+                            service=service,
+                        )
+                    )
+        with self._lock:
+            self.spans.extend(found)
+            self.requests += 1
+
+    def _add_metrics(self, request: Any) -> None:
+        found = []
+        for resource_metrics in request.resource_metrics:
+            service = str(_attributes(resource_metrics.resource.attributes).get("service.name"))
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    kind = metric.WhichOneof("data")
+                    data = getattr(metric, kind)
+                    for point in data.data_points:
+                        attributes = _attributes(point.attributes)
+                        if kind == "histogram":
+                            found.append(
+                                ReceivedPoint(metric.name, kind, True, attributes,
+                                              point.count, point.sum, service)
+                            )  # fmt: skip
+                        else:
+                            value = point.as_double if point.HasField("as_double") else point.as_int
+                            monotonic = bool(getattr(data, "is_monotonic", False))
+                            found.append(
+                                ReceivedPoint(metric.name, kind, monotonic, attributes, value,
+                                              0.0, service)
+                            )  # fmt: skip
+        with self._lock:
+            self.points.extend(found)
+            self.requests += 1
+
+
+class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self.receiver._add_spans(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def Export(self, request: Any, context: Any) -> Any:
+        self.receiver._add_metrics(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
+    def Export(self, request: Any, context: Any) -> Any:
+        return logs_service_pb2.ExportLogsServiceResponse()

@@ -1,0 +1,362 @@
+"""Acceptance: a real node (`stepflow serve`) and a real stepflow-py worker exporting OTLP to a
+receiver in this test; one trace from the client's span to the worker's `execute` span, every
+§14 single-node metric with its attributes, run ids on JSON log records, and nothing when off."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from stepflow_mesh.runtime._pb.stepflow.v1 import (
+    common_pb2,
+    flows_pb2,
+    flows_pb2_grpc,
+    runs_pb2,
+    runs_pb2_grpc,
+)
+from stepflow_mesh.runtime.worker_api.convert import to_struct, to_value
+
+from .receiver import ReceivedPoint, ReceivedSpan, Receiver
+
+STEPFLOW = Path(sys.executable).parent / "stepflow"
+WORKER = Path(__file__).with_name("traced_worker.py")
+
+TRACE_FLOW = {
+    "name": "traced",
+    "steps": [
+        {"id": "first", "component": "/builtin/noop", "input": {"v": {"$input": "text"}}},
+        {
+            "id": "loud",
+            "component": "/python/shout",
+            "input": {"text": {"$step": "first", "path": "v"}},
+        },
+    ],
+    "output": {"loud": {"$step": "loud", "path": "text"}},
+}
+
+
+def metrics_flow(marker: str) -> dict[str, Any]:
+    """Parallel steps covering retries, timeouts, failures and blobs; the run ends failed."""
+    retry = {"action": "retry", "maxRetries": 4}
+    steps = [
+        {
+            "id": "flaky",
+            "component": "/python/flaky",
+            "input": {"marker": marker},
+            "onError": retry,
+        },
+        {"id": "broken", "component": "/python/always_fails", "input": {}, "onError": retry},
+        {"id": "unserved", "component": "/nobody/thing", "input": {}},
+        {"id": "slow", "component": "/python/slow", "input": {"seconds": 6}},
+        {
+            "id": "blob",
+            "component": "/builtin/put_blob",
+            "input": {"data": {"k": [1, 2, 3]}, "blob_type": "data"},
+        },
+    ]
+    output = {s["id"]: {"$step": s["id"]} for s in steps}
+    return {"name": "metrics", "steps": steps, "output": output}
+
+
+class Node:
+    def __init__(self, workdir: Path, flags: list[str], env: dict[str, str]) -> None:
+        config = {
+            "plugins": {
+                "builtin": {"type": "builtin"},
+                "python": {
+                    "type": "grpc",
+                    "queueName": "python",
+                    "command": sys.executable,
+                    "args": [str(WORKER)],
+                    "executionTimeoutSecs": 2,
+                    "env": {"STEPFLOW_LOG_LEVEL": "WARNING", "STEPFLOW_LOG_DESTINATION": "stderr"},
+                },
+                "nobody": {"type": "grpc", "queueName": "nobody", "queueTimeoutSecs": 1},
+            },
+            "routes": {
+                "/builtin": [{"plugin": "builtin"}],
+                "/python": [{"plugin": "python"}],
+                "/nobody": [{"plugin": "nobody"}],
+            },
+            "retry": {"transportMaxRetries": 1, "backoff": {"type": "constant", "delayMs": 10}},
+        }
+        (workdir / "stepflow-config.yml").write_text(yaml.safe_dump(config))
+        self.workdir = workdir
+        self.log_file = workdir / "node.jsonl"
+        command = [str(STEPFLOW), *flags, "--log-format", "json", "--log-destination", "file",
+                   "--log-file", str(self.log_file),
+                   "serve", "--port", "0", "--state-dir", str(workdir / "state"),
+                   "--node-id", "node-a"]  # fmt: skip
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STEPFLOW_"))}
+        self.proc = subprocess.Popen(
+            command, cwd=workdir, stdout=subprocess.PIPE, text=True,
+            stderr=open(workdir / "stderr.log", "a"),  # noqa: SIM115 - closed with the process
+            env={**clean, **env},
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, (workdir / "stderr.log").read_text()
+        self.port = json.loads(line)["port"]
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+
+    def store_flow(self, flow: dict[str, Any]) -> str:
+        stub = flows_pb2_grpc.FlowsServiceStub(self.channel)
+        stored = stub.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(flow)))
+        assert stored.stored, stored.diagnostics
+        return str(stored.flow_id)
+
+    def run(self, flow_id: str, value: Any, traceparent: str | None = None) -> Any:
+        stub = runs_pb2_grpc.RunsServiceStub(self.channel)
+        metadata = [("traceparent", traceparent)] if traceparent else None
+        request = runs_pb2.CreateRunRequest(
+            flow_id=flow_id, input=[to_value(value)], wait=True, timeout_secs=60
+        )
+        return stub.CreateRun(request, metadata=metadata, timeout=90)
+
+    def stop(self) -> int:
+        self.channel.close()
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def log_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
+
+
+FAST_EXPORT = {"OTEL_METRIC_EXPORT_INTERVAL": "300", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def node(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    flags = ["--trace-enabled", "--metrics-enabled", "--otlp-endpoint", receiver.endpoint]
+    process = Node(tmp_path_factory.mktemp("telemetry-node"), flags, FAST_EXPORT)
+    yield process
+    if process.proc.poll() is None:
+        assert process.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def client_span(receiver: Receiver, node: Node) -> Iterator[tuple[Any, Any]]:
+    """A span of this test process (the client), exported to the same receiver."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "test-client"}))
+    provider.add_span_processor(
+        SimpleSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, insecure=True))
+    )
+    tracer = provider.get_tracer("test")
+    flow_id = node.store_flow(TRACE_FLOW)
+    with tracer.start_as_current_span("client.create_run") as span:
+        context = span.get_span_context()
+        traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
+        response = node.run(flow_id, {"text": "hello"}, traceparent)
+    provider.shutdown()
+    yield context, response
+
+
+def _trace(receiver: Receiver, trace_id: str) -> list[ReceivedSpan]:
+    return [s for s in receiver.snapshot_spans() if s.trace_id == trace_id]
+
+
+def test_one_trace_from_client_span_to_worker_span(
+    receiver: Receiver, client_span: tuple[Any, Any]
+) -> None:
+    context, response = client_span
+    assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+    trace_id = f"{context.trace_id:032x}"
+    run_id = response.summary.run_id
+
+    def complete(r: Receiver) -> list[ReceivedSpan] | None:
+        spans = _trace(r, trace_id)
+        names = [s.name for s in spans]
+        wanted = {"client.create_run", "run_execution", "execute shout"}
+        return spans if wanted <= set(names) and names.count("step") >= 2 else None
+
+    spans = receiver.wait_for(complete)
+    by_name: dict[str, list[ReceivedSpan]] = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    (client,) = by_name["client.create_run"]
+    (run,) = by_name["run_execution"]
+    assert run.parent_span_id == client.span_id
+    assert run.service == "stepflow-server"
+    assert run.attributes["run_id"] == run_id
+    assert run.attributes["max_in_flight"] == 10
+    assert run.attributes["flow_id"] == response.summary.flow_id
+    assert run.attributes["stepflow.node_id"] == "node-a"
+    assert run.attributes["stepflow.recovered"] is False
+    steps = {s.attributes["step_id"]: s for s in by_name["step"]}
+    assert set(steps) == {"first", "loud"}
+    for step in steps.values():
+        assert step.parent_span_id == run.span_id
+        assert step.attributes["stepflow.outcome"] == "success"
+        assert step.attributes["stepflow.attempt"] == 1
+        assert len(step.attributes["stepflow.task_id"]) == 36
+    assert steps["loud"].attributes["component"] == "/python/shout"
+    (execute,) = by_name["execute shout"]
+    assert execute.parent_span_id == steps["loud"].span_id
+    assert execute.attributes["stepflow.task_id"] == steps["loud"].attributes["stepflow.task_id"]
+    assert execute.service != "stepflow-server"  # the worker's own process and service
+    journal = by_name["journal.append"]
+    assert journal and all(s.attributes["stepflow.backend"] == "sqlite" for s in journal)
+    assert all(s.parent_span_id in {run.span_id, *(x.span_id for x in steps.values())}
+               for s in journal)  # fmt: skip
+    assert sum(s.attributes["stepflow.events"] for s in journal) >= 6
+
+
+def test_without_incoming_trace_the_trace_id_is_the_run_id(receiver: Receiver, node: Node) -> None:
+    response = node.run(node.store_flow(TRACE_FLOW), {"text": "plain"})
+    trace_id = response.summary.run_id.replace("-", "")
+
+    def found(r: Receiver) -> list[ReceivedSpan] | None:
+        spans = _trace(r, trace_id)
+        names = {s.name for s in spans}
+        return spans if {"run_execution", "step", "execute shout"} <= names else None
+
+    spans = receiver.wait_for(found)
+    (run,) = [s for s in spans if s.name == "run_execution"]
+    assert run.parent_span_id == ""  # a root: the run id is the trace
+
+
+def _points(receiver: Receiver, metric: str) -> list[ReceivedPoint]:
+    return [p for p in receiver.snapshot_points() if p.metric == metric]
+
+
+def _has(receiver: Receiver, metric: str, **attributes: Any) -> bool:
+    return any(
+        all(p.attributes.get(k) == v for k, v in attributes.items()) and (p.value or p.total)
+        for p in _points(receiver, metric)
+    )
+
+
+def test_metrics_of_a_run_with_retries_and_timeouts(
+    receiver: Receiver, node: Node, client_span: Any
+) -> None:
+    marker = str(node.workdir / "flaky-marker")
+    response = node.run(node.store_flow(metrics_flow(marker)), {})
+    assert response.summary.status == common_pb2.EXECUTION_STATUS_FAILED
+    python = "/python/always_fails"
+    expected: list[tuple[str, dict[str, Any]]] = [
+        ("workflow_executions_total", {"outcome": "completed"}),
+        ("workflow_executions_total", {"outcome": "failed"}),
+        ("workflow_duration_seconds", {"outcome": "failed"}),
+        ("workflow_started_total", {}),
+        ("step.executions_total", {"component": "/python/flaky", "outcome": "success"}),
+        ("step.executions_total", {"component": "/python/flaky", "outcome": "failed"}),
+        ("step.duration_seconds", {"component": "/python/shout", "outcome": "success"}),
+        ("step.retries_total", {"reason": "component_error", "component": "/python/flaky"}),
+        ("step.retries_total", {"reason": "transport_error", "component": "/nobody/thing"}),
+        ("step.retries_exhausted_total", {"reason": "component_error", "component": python}),
+        (
+            "step.retries_exhausted_total",
+            {"reason": "transport_error", "component": "/python/slow"},
+        ),
+        ("component.unhealthy_total", {"component": python}),
+        ("task.queue_duration_seconds", {"component": "shout"}),
+        ("task.execution_duration_seconds", {"component": "shout"}),
+        ("task.success_total", {"component": "shout"}),
+        ("task.failure_total", {"component": "always_fails"}),
+        ("task.queue_timeout_total", {"component": "thing"}),
+        ("task.execution_timeout_total", {"component": "slow"}),
+        ("task.dispatched_total", {"queue_name": "python"}),
+        ("task.dispatched_total", {"queue_name": "nobody"}),
+        ("blob_store.put.bytes", {"blob_type": "flow"}),
+        ("blob_store.put.bytes", {"blob_type": "data"}),
+        ("blob_store.put.duration", {"blob_type": "data"}),
+        ("blob_store.blob_size", {"blob_type": "data"}),
+        ("blob_store.get.bytes", {"blob_type": "flow"}),
+        ("blob_store.get.duration", {"blob_type": "flow"}),
+        ("journal.append_duration_seconds", {"backend": "sqlite"}),
+        ("journal.append_batch_size", {"backend": "sqlite"}),
+        ("queue.connected_workers", {"queue_name": "python"}),
+    ]
+
+    def all_seen(r: Receiver) -> bool:
+        return all(_has(r, name, **attrs) for name, attrs in expected)
+
+    try:
+        receiver.wait_for(all_seen, timeout=30)
+    except AssertionError:
+        missing = [(n, a) for n, a in expected if not _has(receiver, n, **a)]
+        raise AssertionError(f"missing metrics: {missing}") from None
+    # Instruments whose current value may be 0 are still reported, with their attributes.
+    for name, attrs in [
+        ("stepflow_pending_component_executions", {"component": "/python/flaky"}),
+        ("queue.depth", {"queue_name": "nobody"}),
+        ("leases.held", {"node_id": "node-a"}),
+    ]:
+        receiver.wait_for(
+            lambda r, n=name, a=attrs: any(
+                all(p.attributes.get(k) == v for k, v in a.items()) for p in _points(r, n)
+            )
+        )
+    sums = {p.metric: p for p in receiver.snapshot_points() if p.kind == "sum"}
+    assert sums["workflow_executions_total"].monotonic
+    assert not sums["leases.held"].monotonic and not sums["queue.depth"].monotonic
+    histograms = {p.metric for p in receiver.snapshot_points() if p.kind == "histogram"}
+    assert {"workflow_duration_seconds", "step.duration_seconds"} <= histograms
+
+
+def test_json_logs_carry_the_run_ids(node: Node, receiver: Receiver, client_span: Any) -> None:
+    marker = str(node.workdir / "flaky-marker-logs")
+    flow = {
+        "name": "logged",
+        "steps": [{"id": "flaky", "component": "/python/flaky", "input": {"marker": marker},
+                   "onError": {"action": "retry"}}],
+        "output": {"flaky": {"$step": "flaky"}},
+    }  # fmt: skip
+    response = node.run(node.store_flow(flow), {})
+    assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+    run_id = response.summary.run_id
+    records = [r for r in node.log_records() if r.get("run_id") == run_id]
+    retry = [r for r in records if r["message"].startswith("retrying step flaky")]
+    assert retry, records
+    record = retry[0]
+    assert record["step_id"] == "flaky"
+    assert record["flow_id"] == response.summary.flow_id
+    assert record["node_id"] == "node-a"
+    assert record["trace_id"] == run_id.replace("-", "")
+    assert len(record["span_id"]) == 16
+    # The same span id is a span of that trace (the run's run_execution span).
+    spans = receiver.wait_for(
+        lambda r: [s for s in _trace(r, record["trace_id"]) if s.name == "run_execution"]
+    )
+    assert record["span_id"] in {s.span_id for s in spans}
+
+
+def test_nothing_is_exported_when_telemetry_is_off(
+    tmp_path: Path, client_span: Any, node: Node
+) -> None:
+    quiet = Receiver().start()
+    try:
+        # An endpoint alone does not switch anything on, for the node or its worker.
+        env = {**FAST_EXPORT, "STEPFLOW_OTLP_ENDPOINT": quiet.endpoint}
+        off = Node(tmp_path, [], env)
+        flow_id = off.store_flow(TRACE_FLOW)
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        response = off.run(flow_id, {"text": "quiet"}, traceparent)
+        assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+        assert off.stop() == 0  # a graceful stop would flush anything pending
+        journal_db = tmp_path / "state"
+        assert journal_db.exists()
+        assert quiet.requests == 0 and not quiet.spans and not quiet.points
+    finally:
+        quiet.stop()
