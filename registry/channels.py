@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from ..runtime import telemetry
 from ..runtime.worker_api.endpoint import SERVER_OPTIONS
 
 
@@ -14,7 +15,9 @@ class PeerChannels:
     def get(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=SERVER_OPTIONS)
+            channel = grpc.aio.insecure_channel(
+                address, options=SERVER_OPTIONS, interceptors=telemetry.aio_client_interceptors()
+            )
             self._channels[address] = channel
         return channel
 

@@ -91,6 +91,7 @@ class WatchEvent:
     value: bytes
     create_revision: int
     mod_revision: int  # for DELETE: the revision of the deletion
+    prev_value: bytes = b""  # the value before the event (watches opened with prev_kv)
 
 
 # -- transactions: a tiny vocabulary of our own -----------------------------------------------
@@ -513,7 +514,12 @@ class EtcdClient:
             yield event
 
     async def watch(
-        self, key: bytes, range_end: bytes | None = None, start_revision: int | None = None
+        self,
+        key: bytes,
+        range_end: bytes | None = None,
+        start_revision: int | None = None,
+        *,
+        prev_kv: bool = False,
     ) -> AsyncGenerator[WatchEvent, None]:
         """Events for `key` (or [key, range_end)) until the consumer stops or the stream fails.
 
@@ -521,7 +527,9 @@ class EtcdClient:
         the consuming task; the server-side watch ends with the stream.
         """
         stubs = await self._ensure()
-        create = rpc.WatchCreateRequest(key=key, start_revision=start_revision or 0)
+        create = rpc.WatchCreateRequest(
+            key=key, start_revision=start_revision or 0, prev_kv=prev_kv
+        )
         if range_end is not None:
             create.range_end = range_end
         stop = asyncio.Event()
@@ -547,6 +555,7 @@ class EtcdClient:
                         bytes(kv.value),
                         int(kv.create_revision),
                         int(kv.mod_revision),
+                        bytes(event.prev_kv.value) if event.HasField("prev_kv") else b"",
                     )
             raise EtcdUnavailable(f"etcd watch stream at {self.describe()} ended")
         except grpc.aio.AioRpcError as exc:

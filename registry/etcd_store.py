@@ -85,6 +85,7 @@ from .etcd_client import (
     Op,
     Put,
     RangeResult,
+    WatchEvent,
     prefix_end,
 )
 from .etcd_keys import Keys
@@ -112,6 +113,21 @@ class LeaseInfo:
     owner: str
     acquired_at: str | None
     expires_at: str | None
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A run whose lease disappeared, and who held it (failover metrics)."""
+
+    run_id: str
+    previous_owner: str
+
+
+def _owner(event: WatchEvent) -> str:
+    try:
+        return str(json.loads(event.prev_value).get("owner", ""))
+    except (ValueError, AttributeError):
+        return ""
 
 
 @dataclass(frozen=True)
@@ -409,8 +425,8 @@ class EtcdStateStore(StateStore):
             nodes.setdefault(owner, OrchestratorInfo(owner, None, count, ""))
         return [nodes[n] for n in sorted(nodes)]
 
-    async def watch_orphans(self, start_revision: int | None = None) -> AsyncIterator[str]:
-        """Run ids whose lease key was deleted (expiry, revoke, release); survives outages.
+    async def watch_orphans(self, start_revision: int | None = None) -> AsyncIterator[Orphan]:
+        """Runs whose lease key was deleted (expiry, revoke, release); survives outages.
 
         Without `start_revision`, deletions from the moment of the first read on.
         """
@@ -421,12 +437,12 @@ class EtcdStateStore(StateStore):
                 if start is None:
                     start = (await self.client.range(Get(prefix, count_only=True))).revision + 1
                 async with contextlib.aclosing(
-                    self.client.watch(prefix, prefix_end(prefix), start)
+                    self.client.watch(prefix, prefix_end(prefix), start, prev_kv=True)
                 ) as events:
                     async for event in events:
                         start = event.mod_revision + 1
                         if event.kind == "DELETE":
-                            yield self.keys.root_of_lease(event.key)
+                            yield Orphan(self.keys.root_of_lease(event.key), _owner(event))
             except EtcdError as exc:
                 log.debug("orphan watch interrupted (%s); resuming", exc)
                 await asyncio.sleep(0.2)

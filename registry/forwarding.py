@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from ..runtime import telemetry
 from ..runtime._pb.stepflow_mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from ..runtime.worker_api.broker import TrackedTask
 from .channels import PeerChannels
@@ -51,21 +52,25 @@ class MeshForwarder:
             node = self.directory.node(entry.node_id)
             if node is None:
                 continue
+            step = _step_traceparent(task.payload)
             request = mesh_pb2.ForwardTaskRequest(
                 queue_name=task.queue,
                 assignment=task.payload.SerializeToString(),
                 from_node_id=self.node_id,
                 root_run_id=task.root_run_id,
+                traceparent=step or "",
             )
             channel = self.channels.get(node.grpc_address)
             stub: Any = mesh_pb2_grpc.MeshServiceStub(channel)  # type: ignore[no-untyped-call]
             try:
-                response = await stub.ForwardTask(request, timeout=FORWARD_TIMEOUT_SECS)
+                with telemetry.forward_span(entry.node_id, task.queue, step):
+                    response = await stub.ForwardTask(request, timeout=FORWARD_TIMEOUT_SECS)
             except grpc.aio.AioRpcError as exc:
                 log.warning("cannot forward to node %s: %s", entry.node_id, exc.details())
                 continue
             if response.accepted:
                 self.forwarded += 1
+                telemetry.record_step_forwarded(task.queue, entry.region)
                 log.info(
                     "task %s of queue %s forwarded to node %s (%s)",
                     task.task_id, task.queue, entry.node_id, entry.region or "no region",
@@ -76,3 +81,13 @@ class MeshForwarder:
 
     async def capacity_changed(self, queue: str) -> None:
         await self.directory.wait_changed(CAPACITY_WAIT_SECS)
+
+
+def _step_traceparent(assignment: Any) -> str | None:
+    """The W3C traceparent of the step span a task belongs to (carried in its assignment)."""
+    if assignment.WhichOneof("task") != "execute":
+        return None
+    context = assignment.execute.observability
+    if len(context.trace_id) != 32 or len(context.span_id) != 16:
+        return None
+    return f"00-{context.trace_id}-{context.span_id}-01"

@@ -43,7 +43,7 @@ class RunHost(Protocol):
 
     def in_flight_tasks(self) -> int: ...
 
-    async def claim(self, run_id: str) -> None:
+    async def claim(self, run_id: str, previous_owner: str) -> None:
         """Resume the run tree here if its lease can be taken (a lost race is fine)."""
 
 
@@ -165,8 +165,8 @@ class ClusterMember:
     async def _orphan_loop(self) -> None:
         while True:
             try:
-                async for run_id in self.store.watch_orphans():
-                    await self._claim(run_id)
+                async for orphan in self.store.watch_orphans():
+                    await self._claim(orphan.run_id, orphan.previous_owner)
             except EtcdError as exc:
                 log.warning("orphan watch interrupted (%s); the sweep covers the gap", exc)
                 await asyncio.sleep(1.0)
@@ -187,16 +187,16 @@ class ClusterMember:
             if claimed >= limit:
                 break
             owner = await self.lease_owner(run.run_id)
-            if owner in (None, self.node_id) and await self._claim(run.run_id):
+            if owner in (None, self.node_id) and await self._claim(run.run_id, owner or ""):
                 claimed += 1
         return claimed
 
-    async def _claim(self, run_id: str) -> bool:
+    async def _claim(self, run_id: str, previous_owner: str) -> bool:
         host = self._host
         if host is None or run_id in host.local_runs():
             return False
         self.claims += 1
-        await host.claim(run_id)
+        await host.claim(run_id, previous_owner)
         return True
 
     # -- runs elsewhere --------------------------------------------------------------------------

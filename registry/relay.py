@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..runtime import telemetry
 from ..runtime._pb.stepflow.v1 import orchestrator_pb2_grpc
 from ..runtime.worker_api.relay import OwnerUnavailable
 from .channels import PeerChannels
@@ -40,4 +41,5 @@ class ClusterRelay:
             raise OwnerUnavailable(f"no live node owns run {root_run_id} right now; retry")
         channel = self.channels.get(node.grpc_address)
         stub: Any = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)  # type: ignore[no-untyped-call]
-        return await getattr(stub, method)(request, timeout=RELAY_TIMEOUT_SECS)
+        with telemetry.forward_span(node.node_id, method):
+            return await getattr(stub, method)(request, timeout=RELAY_TIMEOUT_SECS)

@@ -15,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .. import telemetry
 from ..blobs import BlobStore
 from ..config import Config
 from ..durable import DurableRunner, RunRequest
 from ..engine import RunOutcome, Runtime
 from ..errors import UserError
+from ..executor import RunExecution, RunObserver
 from ..model import Flow, parse_flow
 from ..state.base import TERMINAL, RunFilter, RunRecord, StateStore
 from ..state.settings import DurabilitySettings
@@ -37,6 +39,17 @@ class NotFound(LookupError):
 
 class InvalidRequest(ValueError):
     """A malformed request field (→ INVALID_ARGUMENT)."""
+
+
+class _TakenOver(RunObserver):
+    """Counts a failover once the claimed tree's lease is ours and it starts executing here."""
+
+    def __init__(self, from_node: str, to_node: str) -> None:
+        self.from_node, self.to_node = from_node, to_node
+
+    async def run_started(self, run: RunExecution) -> None:
+        if run.parent is None:
+            telemetry.record_failover(self.from_node, self.to_node)
 
 
 class ClusterLink(Protocol):
@@ -154,19 +167,21 @@ class Node:
     def in_flight_tasks(self) -> int:
         return self.endpoint.broker.task_count()
 
-    async def claim(self, run_id: str) -> None:
+    async def claim(self, run_id: str, previous_owner: str = "") -> None:
         """Resume a run tree whose owner is gone, if it is unfinished and its lease is free."""
         if run_id in self._tasks or self.runner is None or self._stopping:
             return
         run = await self.store.get_run(run_id)
         if run is None or run.status in TERMINAL or run.parent_run_id is not None:
             return
-        log.info("taking over run %s", run_id)
-        self._track(run_id, asyncio.create_task(self._resume_claimed(run_id)))
+        log.info("taking over run %s from %s", run_id, previous_owner or "an unknown owner")
+        self._track(run_id, asyncio.create_task(self._resume_claimed(run_id, previous_owner)))
 
-    async def _resume_claimed(self, run_id: str) -> RunOutcome:
+    async def _resume_claimed(self, run_id: str, previous_owner: str) -> RunOutcome:
+        assert self.runner is not None
+        taken = _TakenOver(previous_owner or "unknown", self.node_id)
         try:
-            return await self._resume(run_id)
+            return await self.runner.resume(run_id, [taken])
         except UserError as exc:  # another node was faster: its lease wins
             log.info("run %s not taken over: %s", run_id, exc)
             return RunOutcome(run_id, "running", [])

@@ -243,16 +243,19 @@ def record_step_forwarded(queue_name: str, target_region: str) -> None:
 
 
 @contextlib.contextmanager
-def forward_span(target_node: str, queue_name: str) -> Iterator[None]:
+def forward_span(
+    target_node: str, queue_name: str, parent_traceparent: str | None = None
+) -> Iterator[None]:
     """`mesh.forward` around forwarding a task or relaying a worker call to another node.
 
-    A child of the current step span (or of the incoming traceparent); current inside the block,
-    so `aio_client_interceptors()` send its traceparent to the other node.
+    A child of `parent_traceparent` (the forwarded task's step), else of the current step span or
+    the incoming traceparent; current inside the block, so `aio_client_interceptors()` send its
+    traceparent to the other node.
     """
     if active is None or active.tracing is None:
         yield
         return
-    parent: Any = current_span.get() or incoming_traceparent.get()
+    parent: Any = parent_traceparent or current_span.get() or incoming_traceparent.get()
     span = active.tracing.start_child(
         "mesh.forward",
         parent,

@@ -81,12 +81,14 @@ class ClusterNode:
         config.write_text(yaml.safe_dump(self.cluster.config))
         self.proc = subprocess.Popen(
             [
-                str(STEPFLOW), "serve", "--port", "0", "--http-port", "0",
+                str(STEPFLOW), *self.cluster.global_args, "serve",
+                "--port", "0", "--http-port", "0",
                 "--config", str(config), "--node-id", self.node_id, "--region", self.region,
                 "--zone", self.zone, "--etcd", self.cluster.etcd_endpoint,
                 "--shutdown-grace-secs", "5",
             ],
             cwd=self.workdir,
+            env={**os.environ, **self.cluster.env},
             stdout=subprocess.PIPE,
             stderr=open(self.workdir / "node.log", "a"),  # noqa: SIM115 - closed with the process
             text=True,
@@ -159,6 +161,8 @@ class Cluster:
         self.nodes: dict[str, ClusterNode] = {}
         self.workers: dict[str, subprocess.Popen[str]] = {}
         self.log = root / "ticks.log"
+        self.global_args: list[str] = []  # stepflow options before `serve` (telemetry)
+        self.env: dict[str, str] = {}  # extra environment of the node processes
 
     def node(self, node_id: str, region: str = "region-a", zone: str = "") -> ClusterNode:
         node = ClusterNode(self, node_id, region, zone or f"{region}-1")

@@ -87,8 +87,9 @@ async def test_watch_orphans_reports_revoked_runs(make_store: StoreFactory) -> N
     seen: list[str] = []
 
     async def collect() -> None:
-        async for run_id in b.watch_orphans(start_revision=start):
-            seen.append(run_id)
+        async for orphan in b.watch_orphans(start_revision=start):
+            assert orphan.previous_owner == "node-a"
+            seen.append(orphan.run_id)
 
     task = asyncio.create_task(collect())
     try:
