@@ -9,33 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 import uuid
 
+from bench_journal import measure  # the same writer loops as the SQLite journal benchmark
 from stepflow_mesh.registry.etcd_client import EtcdSettings
 from stepflow_mesh.registry.etcd_process import EtcdProcess
 from stepflow_mesh.registry.etcd_store import EtcdStateStore
-from stepflow_mesh.runtime.errors import FlowResult
-from stepflow_mesh.runtime.state import events as ev
-
-
-async def measure(store: EtcdStateStore, writers: int, seconds: float) -> tuple[int, float]:
-    """Appends completed by `writers` concurrent loops within about `seconds`."""
-    for w in range(writers):
-        await store.append(f"root-{w}", [ev.root_run_created(f"root-{w}", "f", [{}], {})])
-    deadline = time.perf_counter() + seconds
-    result = FlowResult.success({"text": "a typical step output " * 4})
-
-    async def writer(w: int) -> int:
-        root, done = f"root-{w}", 0
-        while time.perf_counter() < deadline:
-            await store.append(root, [ev.task_completed(root, 0, done % 50, "step", result)])
-            done += 1
-        return done
-
-    started = time.perf_counter()
-    counts = await asyncio.gather(*(writer(w) for w in range(writers)))
-    return sum(counts), time.perf_counter() - started
 
 
 async def bench(seconds: float, concurrency: list[int], no_fsync: bool) -> None:
