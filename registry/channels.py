@@ -6,6 +6,7 @@ import grpc
 
 from ..runtime import telemetry
 from ..runtime.worker_api.endpoint import SERVER_OPTIONS
+from .etcd_client import RECONNECT_OPTIONS
 
 
 class PeerChannels:
@@ -16,7 +17,9 @@ class PeerChannels:
         channel = self._channels.get(address)
         if channel is None:
             channel = grpc.aio.insecure_channel(
-                address, options=SERVER_OPTIONS, interceptors=telemetry.aio_client_interceptors()
+                address,
+                options=[*SERVER_OPTIONS, *RECONNECT_OPTIONS],  # a restarted peer: back in 1 s
+                interceptors=telemetry.aio_client_interceptors(),
             )
             self._channels[address] = channel
         return channel

@@ -28,6 +28,17 @@ T = TypeVar("T")
 _MAX_MESSAGE = 256 * 1024 * 1024  # responses (tree loads, prefix reads) may be large
 
 
+
+# gRPC's default reconnect backoff grows to 120 s and is shared by every channel to the same
+# target (global subchannel pool): after an etcd restart a node would stay cut off for minutes.
+# Own subchannels and a 1 s ceiling make a restarted etcd usable again within a second.
+RECONNECT_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 class EtcdError(Exception):
     """etcd refused a request or cannot be used as configured."""
 
@@ -309,6 +320,7 @@ class EtcdClient:
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
                 ("grpc.keepalive_time_ms", 10_000),
                 ("grpc.keepalive_timeout_ms", 5_000),
+                *RECONNECT_OPTIONS,
             ]
             credentials = self._credentials(implied)
             channel = (
@@ -386,6 +398,19 @@ class EtcdClient:
             return await fn(stubs)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, stubs) from exc
+        except asyncio.CancelledError:
+            raise self._interrupted() from None
+
+    def _interrupted(self) -> BaseException:
+        """A call cancelled under us: its channel was closed by a rotation after another failure.
+
+        grpc.aio reports that as CancelledError; unless our own task is being cancelled, it is
+        an unavailability like any other (retried by the callers that retry).
+        """
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            return asyncio.CancelledError()
+        return EtcdUnavailable(f"etcd at {self.describe()}: call interrupted by a reconnect")
 
     # -- KV ----------------------------------------------------------------------------------
 
@@ -560,6 +585,8 @@ class EtcdClient:
             raise EtcdUnavailable(f"etcd watch stream at {self.describe()} ended")
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, stubs) from exc
+        except asyncio.CancelledError:
+            raise self._interrupted() from None
         finally:
             stop.set()
             call.cancel()

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import grpc
 
 from ..runtime._pb.stepflow.v1 import runs_pb2, runs_pb2_grpc
-from ..runtime.state.base import RunFilter
+from ..runtime.state.base import RunFilter, StoreError
 from ..runtime.state.settings import DurabilitySettings
 from ..runtime.worker_api.broker import TaskBroker
 from .channels import PeerChannels
@@ -109,7 +109,7 @@ class ClusterMember:
         self._loops.clear()
         self.broker.forwarder = None
         self.broker.on_streams_changed = None
-        with contextlib.suppress(EtcdError):
+        with contextlib.suppress(EtcdError, StoreError):
             await self.store.release_all(self.node_id)
         await self.directory.stop()
         await self.channels.close()
@@ -124,7 +124,7 @@ class ClusterMember:
         await asyncio.sleep(PUBLISH_DEBOUNCE_SECS)  # coalesce a burst of stream changes
         try:
             await self._publish_now()
-        except EtcdError as exc:
+        except (EtcdError, StoreError) as exc:
             log.warning("cannot publish this node's queues: %s", exc)
 
     async def _publish_now(self) -> None:
@@ -147,17 +147,17 @@ class ClusterMember:
         )
 
     async def _heartbeat_loop(self) -> None:
-        lease_id = await self.store.node_lease_id()
+        lease_id: int | None = None
         while True:
             await asyncio.sleep(max(self.settings.lease_ttl_secs / 3, 0.2))
             try:
                 await self.store.heartbeat(self.node_id, self.grpc_address)
                 current = await self.store.node_lease_id()
-                if current != lease_id:  # the old lease expired (etcd unreachable too long)
-                    lease_id = current
+                if lease_id is not None and current != lease_id:  # the old lease expired
                     self.directory.forget_published()
+                lease_id = current
                 await self._publish_now()
-            except EtcdError as exc:
+            except (EtcdError, StoreError) as exc:
                 log.warning("cluster heartbeat failed: %s", exc)
 
     # -- failover --------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class ClusterMember:
             try:
                 async for orphan in self.store.watch_orphans():
                     await self._claim(orphan.run_id, orphan.previous_owner)
-            except EtcdError as exc:
+            except (EtcdError, StoreError) as exc:
                 log.warning("orphan watch interrupted (%s); the sweep covers the gap", exc)
                 await asyncio.sleep(1.0)
 
@@ -176,7 +176,7 @@ class ClusterMember:
             await asyncio.sleep(self.durability.check_interval_secs)
             try:
                 await self._sweep(self.durability.max_claims_per_check)
-            except EtcdError as exc:
+            except (EtcdError, StoreError) as exc:
                 log.warning("orphan sweep failed: %s", exc)
 
     async def _sweep(self, limit: int) -> int:

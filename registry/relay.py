@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..runtime import telemetry
 from ..runtime._pb.stepflow.v1 import orchestrator_pb2_grpc
+from ..runtime.state.base import StoreError
 from ..runtime.worker_api.relay import OwnerUnavailable
 from .channels import PeerChannels
 from .directory import Directory
+from .etcd_client import EtcdError
 
 RELAY_TIMEOUT_SECS = 30.0
+LAST_OWNERS = 10_000  # runs whose owner is remembered for etcd outages
+# A worker heartbeats every second and its task times out after 5 s of silence: a lease look-up
+# that etcd cannot answer quickly falls back to the owner last seen.
+LOOKUP_TIMEOUT_SECS = 1.0
 
 
 class ClusterRelay:
@@ -24,9 +31,27 @@ class ClusterRelay:
         self._lease_owner = lease_owner
         self.directory = directory
         self.channels = channels
+        self._last_owner: dict[str, str] = {}  # root → owner last seen (etcd outages)
+
+    async def _owner(self, root_run_id: str) -> str | None:
+        """The lease's owner now; while etcd cannot answer, the owner last seen for the run."""
+        try:
+            owner = await asyncio.wait_for(self._lease_owner(root_run_id), LOOKUP_TIMEOUT_SECS)
+        except (EtcdError, StoreError, TimeoutError):
+            owner = self._last_owner.get(root_run_id)
+            if owner is None:
+                raise OwnerUnavailable(f"cannot look up the owner of run {root_run_id}") from None
+            return owner
+        if owner is None:
+            self._last_owner.pop(root_run_id, None)
+        else:
+            if len(self._last_owner) >= LAST_OWNERS and root_run_id not in self._last_owner:
+                self._last_owner.pop(next(iter(self._last_owner)))
+            self._last_owner[root_run_id] = owner
+        return owner
 
     async def owner_address(self, root_run_id: str) -> str | None:
-        owner = await self._lease_owner(root_run_id)
+        owner = await self._owner(root_run_id)
         if owner is None:
             return None
         node = self.directory.node(owner)
@@ -35,7 +60,7 @@ class ClusterRelay:
         return node.grpc_address
 
     async def call(self, root_run_id: str, method: str, request: Any) -> Any:
-        owner = await self._lease_owner(root_run_id)
+        owner = await self._owner(root_run_id)
         node = self.directory.node(owner) if owner is not None else None
         if node is None:
             raise OwnerUnavailable(f"no live node owns run {root_run_id} right now; retry")

@@ -243,7 +243,11 @@ class DurableRunner:
     async def _renew(self, run_id: str, ttl: float) -> None:
         while True:
             await asyncio.sleep(max(ttl / 3, 0.05))
-            holder = await self.store.acquire_lease(run_id, self.owner, ttl)
+            try:
+                holder = await self.store.acquire_lease(run_id, self.owner, ttl)
+            except StoreError as exc:  # e.g. etcd restarting: fenced appends decide, keep trying
+                log.warning("cannot renew the lease of run %s: %s", run_id, exc)
+                continue
             if holder is not None:
                 log.error("lost the lease of run %s to %s; stopping it", run_id, holder)
                 self.drain(run_id)

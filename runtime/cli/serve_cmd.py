@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
 import signal
@@ -92,6 +93,9 @@ def command(
     if http_port is None:
         http_port = 0 if port == 0 else port + 1
     rest = RestServer.for_node(node, host, http_port)
+
+    # Operators (and hung-node diagnosis in tests) can ask for every thread's stack: kill -USR1.
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
     async def serve() -> None:
         stopping = asyncio.Event()

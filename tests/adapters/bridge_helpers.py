@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 import yaml
+from node_process import NodeProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import (
     components_pb2,
     components_pb2_grpc,
@@ -92,37 +92,13 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
         time.sleep(0.05)
 
 
-class NodeProcess:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.config = workdir / "node-config.yml"
-        self.config.write_text(yaml.safe_dump(NODE_CONFIG))
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(STEPFLOW), "serve", "--port", "0", "--state-dir", str(self.workdir / "state"),
-             "--config", str(self.config), "--shutdown-grace-secs", "2"],
-            cwd=self.workdir, stdout=subprocess.PIPE, text=True,
-            stderr=open(self.workdir / "node.log", "a"),  # noqa: SIM115 - closed with the process
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, (self.workdir / "node.log").read_text()
-        self.port = json.loads(line)["port"]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+def bridge_node(workdir: Path) -> NodeProcess:
+    """A node with the bridge suite's config and a SQLite journal in `workdir` (not started)."""
+    config = workdir / "node-config.yml"
+    config.write_text(yaml.safe_dump(NODE_CONFIG))
+    serve_args = ["--state-dir", str(workdir / "state"), "--config", str(config),
+                  "--shutdown-grace-secs", "2"]  # fmt: skip
+    return NodeProcess(workdir, serve_args)
 
 
 class WorkerProcess:

@@ -33,6 +33,7 @@ from .bridge_helpers import (
     InProcess,
     NodeProcess,
     WorkerProcess,
+    bridge_node,
     cancel_run,
     components,
     create_run,
@@ -104,8 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     mcp = have_mcp()
     config = workdir / "worker-config.yml"
     config.write_text(yaml.safe_dump(worker_config(mcp)))
-    node = NodeProcess(workdir)
-    node.start()
+    node = bridge_node(workdir).start()
     channel = grpc.insecure_channel(node.address)
     stack = Stack(workdir, node, channel, config, mcp)
     try:
@@ -234,8 +234,7 @@ def legacy_stack(
             }
         )
     )
-    node = NodeProcess(workdir)
-    node.start()
+    node = bridge_node(workdir).start()
     channel = grpc.insecure_channel(node.address)
     stack = Stack(workdir, node, channel, config, mcp=False)
     try:

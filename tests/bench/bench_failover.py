@@ -18,6 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the tests import their shared helpers by name
 
 from stepflow_mesh.registry.etcd_process import EtcdProcess  # noqa: E402
 

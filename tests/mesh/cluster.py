@@ -6,7 +6,6 @@ cluster uses its own etcd key prefix, so tests sharing one etcd never see each o
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,18 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import yaml
+from node_process import NodeProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import (
     common_pb2,
-    flows_pb2,
-    flows_pb2_grpc,
     runs_pb2,
     runs_pb2_grpc,
 )
-from stepflow_mesh.runtime.worker_api.convert import from_value, to_struct, to_value
+from stepflow_mesh.runtime.worker_api.convert import from_value, to_value
 
-STEPFLOW = Path(sys.executable).parent / "stepflow"
 WORKER = Path(__file__).with_name("mesh_worker.py")
 COMPLETED = common_pb2.EXECUTION_STATUS_COMPLETED
 
@@ -62,64 +58,24 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-class ClusterNode:
+class ClusterNode(NodeProcess):
     def __init__(self, cluster: Cluster, node_id: str, region: str, zone: str) -> None:
         self.cluster, self.node_id, self.region, self.zone = cluster, node_id, region, zone
-        self.workdir = cluster.root / node_id
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.http_port = 0
-        self._channel: grpc.Channel | None = None
-
-    @property
-    def log(self) -> str:
-        return (self.workdir / "node.log").read_text()
-
-    def start(self) -> ClusterNode:
-        config = self.workdir / "stepflow-config.yml"
-        config.write_text(yaml.safe_dump(self.cluster.config))
-        self.proc = subprocess.Popen(
-            [
-                str(STEPFLOW), *self.cluster.global_args, "serve",
-                "--port", "0", "--http-port", "0",
-                "--config", str(config), "--node-id", self.node_id, "--region", self.region,
-                "--zone", self.zone, "--etcd", self.cluster.etcd_endpoint,
-                "--shutdown-grace-secs", "5",
-            ],
-            cwd=self.workdir,
-            env={**os.environ, **self.cluster.env},
-            stdout=subprocess.PIPE,
-            stderr=open(self.workdir / "node.log", "a"),  # noqa: SIM115 - closed with the process
-            text=True,
+        workdir = cluster.root / node_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "stepflow-config.yml"
+        super().__init__(
+            workdir,
+            ["--config", str(config), "--node-id", node_id, "--region", region, "--zone", zone,
+             "--etcd", cluster.etcd_endpoint, "--shutdown-grace-secs", "5"],
+            global_args=cluster.global_args,
+            env={**os.environ, **cluster.env},
         )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, self.log
-        ports = json.loads(line)
-        self.port, self.http_port = ports["port"], ports["httpPort"]
-        self._channel = None
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def channel(self) -> grpc.Channel:
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
-        return self._channel
+        config.write_text(yaml.safe_dump(cluster.config))
 
     @property
     def runs(self) -> Any:
         return runs_pb2_grpc.RunsServiceStub(self.channel)
-
-    def store_flow(self, flow: dict[str, Any]) -> str:
-        flows = flows_pb2_grpc.FlowsServiceStub(self.channel)
-        stored = flows.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(flow)))
-        assert stored.stored, stored.diagnostics
-        return str(stored.flow_id)
 
     def submit(self, flow: dict[str, Any], *inputs: Any, wait: bool = False) -> Any:
         request = runs_pb2.CreateRunRequest(
@@ -133,22 +89,6 @@ class ClusterNode:
     def get(self, run_id: str, *, wait: bool = False, timeout: float = 60) -> Any:
         request = runs_pb2.GetRunRequest(run_id=run_id, wait=wait, timeout_secs=int(timeout))
         return self.runs.GetRun(request, timeout=timeout + 30)
-
-    def send(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        if sig == signal.SIGTERM:
-            self.proc.send_signal(signal.SIGCONT)
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=60)
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
-        return code
 
 
 class Cluster:
@@ -167,7 +107,8 @@ class Cluster:
     def node(self, node_id: str, region: str = "region-a", zone: str = "") -> ClusterNode:
         node = ClusterNode(self, node_id, region, zone or f"{region}-1")
         self.nodes[node_id] = node
-        return node.start()
+        node.start()
+        return node
 
     def worker(self, label: str, node: ClusterNode) -> subprocess.Popen[str]:
         env = {

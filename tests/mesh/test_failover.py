@@ -141,12 +141,16 @@ def test_sigterm_hands_runs_over_at_once(cluster: Cluster) -> None:
 
 
 def test_a_paused_owner_is_fenced_out(cluster: Cluster) -> None:
-    """SIGSTOP A past its lease; B takes over; after SIGCONT, A writes nothing to the run."""
+    """SIGSTOP A past its lease; B takes over; after SIGCONT, A writes nothing to the run.
+
+    A is stopped while its in-process `nap` runs (4 s: long enough that A cannot have reached
+    `after` first), so `after` is dispatched only by B and runs exactly once.
+    """
     a, b = start_pair(cluster)
     flow = {
         "name": "paused",
         "steps": [
-            {"id": "nap", "component": "/builtin/sleep", "input": {"duration_ms": 1500}},
+            {"id": "nap", "component": "/builtin/sleep", "input": {"duration_ms": 4000}},
             tick_step("after", cluster.log, 0, after="nap"),
         ],
         "output": {"$step": "after"},

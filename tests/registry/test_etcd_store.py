@@ -7,6 +7,7 @@ here waits on conditions (bounded by deadlines), never on racing sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -171,6 +172,53 @@ async def test_append_survives_an_etcd_restart_exactly_once(tmp_path: Path) -> N
             assert [e.event for e in journal].count(step) == 1
             assert journal[-1].sequence == seq
         finally:
+            await store.close()
+
+
+async def test_concurrent_appends_of_many_trees_survive_an_etcd_restart(tmp_path: Path) -> None:
+    """A grouped append that fails over to per-tree retries, with lease renewals alongside.
+
+    Regression: closing the channel after a failure cancelled other calls still on it, and the
+    cancellation killed the per-tree retry tasks, leaving appends waiting forever.
+    """
+    with EtcdProcess(tmp_path / "etcd", unsafe_no_fsync=True) as server:
+        from stepflow_mesh.registry.etcd_client import EtcdSettings
+
+        settings = EtcdSettings([server.endpoint], prefix="/t", request_timeout_secs=1.0)
+        store = EtcdStateStore(settings, lease_ttl_secs=5)
+        roots = ["R1", "R2", "R3"]
+
+        async def renew(root: str) -> None:
+            while True:
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(StoreError):
+                    await store.acquire_lease(root, "node-a", 600)
+
+        renewals = []
+        try:
+            for root in roots:
+                assert await store.acquire_lease(root, "node-a", 600) is None
+                await store.append(root, [created(root)], owner="node-a")
+                renewals.append(asyncio.create_task(renew(root)))
+            await asyncio.to_thread(server.stop)
+            steps = {root: ev.steps_needed(root, 0, [7]) for root in roots}
+            pending = [
+                asyncio.create_task(store.append(root, [steps[root]], owner="node-a"))
+                for root in roots
+            ]
+
+            async def retrying() -> bool:
+                return store.unavailable_retries >= 6
+
+            await wait_until(retrying)
+            await asyncio.to_thread(server.start)
+            await asyncio.wait_for(asyncio.gather(*pending), 60)
+            for root in roots:
+                journal = await store.read_journal(root)
+                assert [e.event for e in journal].count(steps[root]) == 1
+        finally:
+            for task in renewals:
+                task.cancel()
             await store.close()
 
 

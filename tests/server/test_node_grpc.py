@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from node_process import NodeProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import (
     blobs_pb2,
     blobs_pb2_grpc,
@@ -30,7 +29,6 @@ from stepflow_mesh.runtime._pb.stepflow.v1 import (
 from stepflow_mesh.runtime.worker_api.convert import from_value, to_struct, to_value
 from stepflow_mesh.runtime.worker_api.endpoint import MAX_MESSAGE_BYTES
 
-STEPFLOW = Path(sys.executable).parent / "stepflow"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 FLOW = {
@@ -64,41 +62,20 @@ FLOW = {
 }
 
 
-class NodeProcess:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        (workdir / "stepflow-config.yml").write_text(
-            (EXAMPLES / "python-worker" / "stepflow-config.yml")
-            .read_text()
-            .replace("command: python", f"command: {sys.executable}")
-            .replace("args: [worker.py]", f"args: ['{EXAMPLES / 'python-worker' / 'worker.py'}']")
-        )
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(STEPFLOW), "serve", "--port", "0", "--state-dir", str(self.workdir / "state")],
-            cwd=self.workdir,
-            stdout=subprocess.PIPE,
-            stderr=open(self.workdir / "node.log", "a"),  # noqa: SIM115 - closed with the process
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, (self.workdir / "node.log").read_text()
-        self.port = json.loads(line)["port"]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
+def worker_node(workdir: Path) -> NodeProcess:
+    """A node with the examples' stepflow-py worker plugin and a SQLite journal in `workdir`."""
+    (workdir / "stepflow-config.yml").write_text(
+        (EXAMPLES / "python-worker" / "stepflow-config.yml")
+        .read_text()
+        .replace("command: python", f"command: {sys.executable}")
+        .replace("args: [worker.py]", f"args: ['{EXAMPLES / 'python-worker' / 'worker.py'}']")
+    )
+    return NodeProcess(workdir, ["--state-dir", str(workdir / "state")])
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    process = NodeProcess(tmp_path_factory.mktemp("node"))
-    process.start()
+    process = worker_node(tmp_path_factory.mktemp("node")).start()
     yield process
     assert process.stop() == 0
 
@@ -264,8 +241,7 @@ def test_an_oversized_message_is_refused_and_the_node_keeps_serving(
 
 def test_a_killed_node_resumes_its_runs_on_restart(tmp_path: Path) -> None:
     """SIGKILL mid-run; the restarted node recovers the run from its journal and finishes it."""
-    node = NodeProcess(tmp_path)
-    node.start()
+    node = worker_node(tmp_path).start()
     with grpc.insecure_channel(f"127.0.0.1:{node.port}") as chan:
         stored = flows_pb2_grpc.FlowsServiceStub(chan).StoreFlow(
             flows_pb2.StoreFlowRequest(flow=to_struct(FLOW))
@@ -405,8 +381,7 @@ def test_sigterm_lets_in_flight_steps_finish_and_leaves_the_run_resumable(
         ],
         "output": {"$step": "then", "path": "passthrough"},
     }  # fmt: skip
-    node = NodeProcess(tmp_path)
-    node.start()
+    node = worker_node(tmp_path).start()
     with grpc.insecure_channel(f"127.0.0.1:{node.port}") as chan:
         flow_id = (
             flows_pb2_grpc.FlowsServiceStub(chan)

@@ -7,24 +7,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 import pytest
 from google.protobuf import timestamp_pb2
+from node_process import NodeProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import common_pb2, flows_pb2, runs_pb2, runs_pb2_grpc
 from stepflow_mesh.runtime.server import rest
 from stepflow_mesh.runtime.server.api import HealthServicer
 from stepflow_mesh.runtime.worker_api.convert import to_value
 
-STEPFLOW = Path(sys.executable).parent / "stepflow"
 UNKNOWN_RUN = "01a2158a-0000-7000-8000-000000000000"
 
 FLOW = {
@@ -57,52 +53,18 @@ FLOW = {
 DANGLING = {"steps": [{"id": "a", "component": "/builtin/noop", "input": {"$step": "ghost"}}]}
 
 
-class NodeProcess:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.proc: subprocess.Popen[str] | None = None
-        self.ports: dict[str, Any] = {}
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                str(STEPFLOW),
-                "serve",
-                "--port",
-                "0",
-                "--http-port",
-                "0",
-                "--state-dir",
-                str(self.workdir / "state"),
-            ],
-            cwd=self.workdir,
-            stdout=subprocess.PIPE,
-            stderr=open(self.workdir / "node.log", "a"),  # noqa: SIM115 - closed with the process
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, (self.workdir / "node.log").read_text()
-        self.ports = json.loads(line)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    process = NodeProcess(tmp_path_factory.mktemp("rest-node"))
-    process.start()
+    workdir = tmp_path_factory.mktemp("rest-node")
+    process = NodeProcess(workdir, ["--state-dir", str(workdir / "state")]).start()
     yield process
     assert process.stop() == 0
-    assert "Traceback" not in (process.workdir / "node.log").read_text()
+    assert "Traceback" not in process.log
 
 
 @pytest.fixture(scope="module")
 def api(node: NodeProcess) -> Iterator[httpx.Client]:
-    base = f"http://127.0.0.1:{node.ports['httpPort']}/api/v1"
+    base = f"http://127.0.0.1:{node.http_port}/api/v1"
     with httpx.Client(base_url=base, timeout=60) as client:
         yield client
 
@@ -138,9 +100,9 @@ def sse_events(text: str) -> list[dict[str, Any]]:
 
 
 def test_serve_prints_both_ports(node: NodeProcess) -> None:
-    assert set(node.ports) == {"port", "httpPort"}
-    assert all(isinstance(p, int) and p > 0 for p in node.ports.values())
-    assert node.ports["port"] != node.ports["httpPort"]
+    assert isinstance(node.port, int) and isinstance(node.http_port, int)
+    assert node.port > 0 and node.http_port > 0
+    assert node.port != node.http_port
 
 
 def test_health(api: httpx.Client) -> None:
@@ -476,7 +438,7 @@ def test_the_node_still_answers_over_grpc_and_rest(node: NodeProcess, api: httpx
     from stepflow_mesh.runtime._pb.stepflow.v1 import health_pb2, health_pb2_grpc
 
     assert api.get("/health").json()["status"] == "healthy"
-    with grpc.insecure_channel(f"127.0.0.1:{node.ports['port']}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{node.port}") as channel:
         stub = health_pb2_grpc.HealthServiceStub(channel)
         assert stub.HealthCheck(health_pb2.HealthCheckRequest()).status == "healthy"
 

@@ -6,28 +6,23 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
+from node_process import NodeProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import (
     common_pb2,
-    flows_pb2,
-    flows_pb2_grpc,
     runs_pb2,
     runs_pb2_grpc,
 )
-from stepflow_mesh.runtime.worker_api.convert import to_struct, to_value
+from stepflow_mesh.runtime.worker_api.convert import to_value
 
 from .receiver import ReceivedPoint, ReceivedSpan, Receiver
 
-STEPFLOW = Path(sys.executable).parent / "stepflow"
 WORKER = Path(__file__).with_name("traced_worker.py")
 
 TRACE_FLOW = {
@@ -67,7 +62,9 @@ def metrics_flow(marker: str) -> dict[str, Any]:
     return {"name": "metrics", "steps": steps, "output": output}
 
 
-class Node:
+class Node(NodeProcess):
+    """A traced node with a stepflow-py worker; logs as JSON lines to `node.jsonl`."""
+
     def __init__(self, workdir: Path, flags: list[str], env: dict[str, str]) -> None:
         config = {
             "plugins": {
@@ -90,29 +87,18 @@ class Node:
             "retry": {"transportMaxRetries": 1, "backoff": {"type": "constant", "delayMs": 10}},
         }
         (workdir / "stepflow-config.yml").write_text(yaml.safe_dump(config))
-        self.workdir = workdir
         self.log_file = workdir / "node.jsonl"
-        command = [str(STEPFLOW), *flags, "--log-format", "json", "--log-destination", "file",
-                   "--log-file", str(self.log_file),
-                   "serve", "--port", "0", "--state-dir", str(workdir / "state"),
-                   "--node-id", "node-a"]  # fmt: skip
+        logging = ["--log-format", "json", "--log-destination", "file",
+                   "--log-file", str(self.log_file)]  # fmt: skip
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STEPFLOW_"))}
-        self.proc = subprocess.Popen(
-            command, cwd=workdir, stdout=subprocess.PIPE, text=True,
-            stderr=open(workdir / "stderr.log", "a"),  # noqa: SIM115 - closed with the process
+        super().__init__(
+            workdir,
+            ["--state-dir", str(workdir / "state"), "--node-id", "node-a"],
+            global_args=[*flags, *logging],
             env={**clean, **env},
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, (workdir / "stderr.log").read_text()
-        self.port = json.loads(line)["port"]
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-
-    def store_flow(self, flow: dict[str, Any]) -> str:
-        stub = flows_pb2_grpc.FlowsServiceStub(self.channel)
-        stored = stub.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(flow)))
-        assert stored.stored, stored.diagnostics
-        return str(stored.flow_id)
+            log_name="stderr.log",
+        )
+        self.start()
 
     def run(self, flow_id: str, value: Any, traceparent: str | None = None) -> Any:
         stub = runs_pb2_grpc.RunsServiceStub(self.channel)
@@ -121,11 +107,6 @@ class Node:
             flow_id=flow_id, input=[to_value(value)], wait=True, timeout_secs=60
         )
         return stub.CreateRun(request, metadata=metadata, timeout=90)
-
-    def stop(self) -> int:
-        self.channel.close()
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
     def log_records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
@@ -146,7 +127,7 @@ def node(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     flags = ["--trace-enabled", "--metrics-enabled", "--otlp-endpoint", receiver.endpoint]
     process = Node(tmp_path_factory.mktemp("telemetry-node"), flags, FAST_EXPORT)
     yield process
-    if process.proc.poll() is None:
+    if process.alive():
         assert process.stop() == 0
 
 
