@@ -28,7 +28,6 @@ T = TypeVar("T")
 _MAX_MESSAGE = 256 * 1024 * 1024  # responses (tree loads, prefix reads) may be large
 
 
-
 # gRPC's default reconnect backoff grows to 120 s and is shared by every channel to the same
 # target (global subchannel pool): after an etcd restart a node would stay cut off for minutes.
 # Own subchannels and a 1 s ceiling make a restarted etcd usable again within a second.
@@ -38,6 +37,7 @@ RECONNECT_OPTIONS: list[tuple[str, int]] = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+
 
 class EtcdError(Exception):
     """etcd refused a request or cannot be used as configured."""
