@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +117,10 @@ async def measure_rest(
     }
 
 
-def start_node(workdir: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def start_node(
+    workdir: Path, global_args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    """A node with a stepflow-py echo worker; `global_args` go before `serve` (telemetry)."""
     (workdir / "stepflow-config.yml").write_text(
         "plugins:\n  builtin: {type: builtin}\n"
         f"  python: {{type: grpc, queueName: python, command: '{BIN / 'stepflow_worker'}',"
@@ -123,9 +128,10 @@ def start_node(workdir: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
         'routes:\n  "/builtin": [{plugin: builtin}]\n  "/python": [{plugin: python}]\n'
     )
     node = subprocess.Popen(
-        [str(BIN / "stepflow"), "--log-level", "warning", "serve", "--port", "0",
+        [str(BIN / "stepflow"), "--log-level", "warning", *global_args, "serve", "--port", "0",
          "--http-port", "0", "--state-dir", str(workdir / "state")],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert node.stdout is not None
     return node, json.loads(node.stdout.readline())
