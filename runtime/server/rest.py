@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from .. import telemetry
 from .._pb.stepflow.v1 import (
     blobs_pb2,
     components_pb2,
@@ -623,6 +624,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             request.headers.get("Access-Control-Request-Headers") or "*"
         )
         return web.Response(status=200, headers=headers)
+    telemetry.adopt_traceparent(request.headers.get("traceparent"))
     try:
         return await handler(request)
     except RestError as exc:

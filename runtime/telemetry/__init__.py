@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import logs, metrics
-from .context import current_span, incoming_traceparent
+from .context import current_span, incoming_traceparent, parse_traceparent
 from .settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -216,6 +216,12 @@ def sync_client_interceptors() -> list[Any]:
     from .grpc_context import SyncTraceparentInterceptor
 
     return [SyncTraceparentInterceptor()]
+
+
+def adopt_traceparent(header: str | None) -> None:
+    """A W3C traceparent that came with a request other than gRPC (REST): the run joins it."""
+    if header and parse_traceparent(header) is not None:
+        incoming_traceparent.set(header.strip().lower())
 
 
 def lease_acquired() -> None:

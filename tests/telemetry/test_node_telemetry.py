@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from node_process import NodeProcess
@@ -215,6 +216,22 @@ def test_without_incoming_trace_the_trace_id_is_the_run_id(receiver: Receiver, n
     spans = receiver.wait_for(found)
     (run,) = [s for s in spans if s.name == "run_execution"]
     assert run.parent_span_id == ""  # a root: the run id is the trace
+
+
+def test_a_rest_client_traceparent_is_honoured(receiver: Receiver, node: Node) -> None:
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    base = f"http://127.0.0.1:{node.http_port}/api/v1"
+    with httpx.Client(base_url=base, timeout=90) as http:
+        flow_id = http.post("/flows", json={"flow": TRACE_FLOW}).json()["flowId"]
+        body = {"flowId": flow_id, "input": [{"text": "over rest"}], "wait": True}
+        headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
+        assert http.post("/runs", json=body, headers=headers).status_code == 200
+
+    def found(r: Receiver) -> list[ReceivedSpan] | None:
+        return [s for s in _trace(r, trace_id) if s.name == "run_execution"] or None
+
+    (run,) = receiver.wait_for(found)
+    assert run.parent_span_id == parent
 
 
 def _points(receiver: Receiver, metric: str) -> list[ReceivedPoint]:
