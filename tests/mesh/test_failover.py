@@ -126,6 +126,22 @@ def test_sigkill_of_the_owner_fails_over_within_ttl_plus_2s(cluster: Cluster, sh
         assert sorted(output) == ["p1", "p2", "p3"]
 
 
+def test_after_failover_a_third_node_relays_to_the_new_owner(cluster: Cluster) -> None:
+    """Worker on C only: A's steps go through C; after A dies B owns the run, C relays to B."""
+    a, b = cluster.node("node-a"), cluster.node("node-b")
+    c = cluster.node("node-c")
+    cluster.worker("wc", c)
+    wait_until(lambda: "worker" in c.log, 60, "the worker to connect to node C")
+    run_id = a.submit(sequential(cluster.log, n=4, seconds=1.0), {}).summary.run_id
+    wait_until(lambda: len(cluster.ticks()) >= 1, 60, "the first step")
+    a.stop(signal.SIGKILL)
+    wait_until(lambda: lease_owner(cluster, run_id) == "node-b", TTL + 10, "node B to claim")
+    done = b.get(run_id, wait=True, timeout=120)
+    assert done.summary.status == COMPLETED, done
+    assert output_of(b.items(run_id)) == {"tag": "t4", "label": "wc"}
+    assert "forwarded to node node-c" in b.log  # B, the new owner, used C's worker
+
+
 def test_sigterm_hands_runs_over_at_once(cluster: Cluster) -> None:
     a, b = start_pair(cluster)
     run_id = a.submit(sequential(cluster.log, n=3, seconds=1.5), {}).summary.run_id
