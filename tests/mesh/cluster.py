@@ -59,19 +59,26 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class ClusterNode(NodeProcess):
-    def __init__(self, cluster: Cluster, node_id: str, region: str, zone: str) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        node_id: str,
+        region: str,
+        zone: str,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.cluster, self.node_id, self.region, self.zone = cluster, node_id, region, zone
         workdir = cluster.root / node_id
         workdir.mkdir(parents=True, exist_ok=True)
-        config = workdir / "stepflow-config.yml"
+        config_file = workdir / "stepflow-config.yml"
         super().__init__(
             workdir,
-            ["--config", str(config), "--node-id", node_id, "--region", region, "--zone", zone,
+            ["--config", str(config_file), "--node-id", node_id, "--region", region, "--zone", zone,
              "--etcd", cluster.etcd_endpoint, "--shutdown-grace-secs", "5"],
             global_args=cluster.global_args,
             env={**os.environ, **cluster.env},
         )  # fmt: skip
-        config.write_text(yaml.safe_dump(cluster.config))
+        config_file.write_text(yaml.safe_dump({**cluster.config, **(config or {})}))
 
     @property
     def runs(self) -> Any:
@@ -104,8 +111,15 @@ class Cluster:
         self.global_args: list[str] = []  # stepflow options before `serve` (telemetry)
         self.env: dict[str, str] = {}  # extra environment of the node processes
 
-    def node(self, node_id: str, region: str = "region-a", zone: str = "") -> ClusterNode:
-        node = ClusterNode(self, node_id, region, zone or f"{region}-1")
+    def node(
+        self,
+        node_id: str,
+        region: str = "region-a",
+        zone: str = "",
+        config: dict[str, Any] | None = None,
+    ) -> ClusterNode:
+        """Start a node; `config` replaces top-level sections of the cluster's config for it."""
+        node = ClusterNode(self, node_id, region, zone or f"{region}-1", config)
         self.nodes[node_id] = node
         node.start()
         return node

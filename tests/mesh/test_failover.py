@@ -127,9 +127,12 @@ def test_sigkill_of_the_owner_fails_over_within_ttl_plus_2s(cluster: Cluster, sh
 
 
 def test_after_failover_a_third_node_relays_to_the_new_owner(cluster: Cluster) -> None:
-    """Worker on C only: A's steps go through C; after A dies B owns the run, C relays to B."""
+    """Worker on C only: A's steps go through C; after A dies B owns the run, C relays to B.
+
+    C does not claim orphaned runs (`recovery.enabled: false`), so the new owner is B.
+    """
     a, b = cluster.node("node-a"), cluster.node("node-b")
-    c = cluster.node("node-c")
+    c = cluster.node("node-c", config={"recovery": {"enabled": False}})
     cluster.worker("wc", c)
     wait_until(lambda: "worker" in c.log, 60, "the worker to connect to node C")
     run_id = a.submit(sequential(cluster.log, n=4, seconds=1.0), {}).summary.run_id
