@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +25,7 @@ from stepflow_mesh.runtime.config import load_config
 from stepflow_mesh.runtime.engine import Runtime
 from stepflow_mesh.runtime.model import parse_flow
 from stepflow_mesh.runtime.worker_api.convert import from_value, to_struct, to_value
+from waiting import wait_until
 
 BIN = Path(sys.executable).parent
 STEPFLOW = BIN / "stepflow"
@@ -79,17 +78,6 @@ def worker_config(mcp: bool) -> dict[str, Any]:
         plugins["time"] = {"type": "mcp", "command": str(MCP_TIME), "args": []}
         routes["/time"] = [{"plugin": "time"}]
     return {"plugins": plugins, "routes": routes, "retry": RETRY}
-
-
-def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def bridge_node(workdir: Path) -> NodeProcess:

@@ -21,8 +21,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the tests import their shared helpers by name
 
 from stepflow_mesh.registry.etcd_process import EtcdProcess  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
-from tests.mesh.cluster import COMPLETED, Cluster, wait_until  # noqa: E402
+from tests.mesh.cluster import COMPLETED, Cluster  # noqa: E402
 from tests.mesh.test_failover import lease_owner, sequential  # noqa: E402
 
 

@@ -10,9 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +43,6 @@ def node_config(prefix: str, lease_ttl: int, queue_timeout: int = 60) -> dict[st
         "recovery": {"checkIntervalSecs": 5},
         "retry": {"backoff": {"type": "constant", "delayMs": 100}},
     }
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll a condition of an external process (no push channel exists) with a deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class ClusterNode(NodeProcess):

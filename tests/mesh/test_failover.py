@@ -22,8 +22,9 @@ from stepflow_mesh.registry.etcd_client import EtcdClient, EtcdSettings
 from stepflow_mesh.registry.etcd_process import EtcdProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import runs_pb2
 from stepflow_mesh.runtime.worker_api.convert import to_value
+from waiting import wait_until
 
-from .cluster import COMPLETED, Cluster, ClusterNode, output_of, tick_step, wait_until
+from .cluster import COMPLETED, Cluster, ClusterNode, output_of, tick_step
 
 TTL = 3
 

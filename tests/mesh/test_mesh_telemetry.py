@@ -15,8 +15,9 @@ from stepflow_mesh.registry.etcd_process import EtcdProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import runs_pb2
 from stepflow_mesh.runtime.worker_api.convert import to_value
 from telemetry.receiver import ReceivedPoint, Receiver
+from waiting import wait_until
 
-from .cluster import COMPLETED, Cluster, wait_until
+from .cluster import COMPLETED, Cluster
 from .test_failover import lease_owner, sequential, start_pair
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

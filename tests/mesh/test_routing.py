@@ -18,8 +18,9 @@ import pytest
 from node_process import STEPFLOW
 from stepflow_mesh.registry.etcd_process import EtcdProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import common_pb2, runs_pb2, tasks_pb2, tasks_pb2_grpc
+from waiting import wait_until
 
-from .cluster import COMPLETED, Cluster, output_of, tick_step, wait_until
+from .cluster import COMPLETED, Cluster, output_of, tick_step
 
 
 @pytest.fixture(scope="module")

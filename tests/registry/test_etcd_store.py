@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,13 @@ from stepflow_mesh.registry.etcd_store import EtcdStateStore
 from stepflow_mesh.runtime.errors import FlowResult
 from stepflow_mesh.runtime.state import events as ev
 from stepflow_mesh.runtime.state.base import COMPLETED, LeaseLost, StoreError, StoreUnavailable
+from waiting import wait_until_async
 
 from .conftest import StoreFactory
 
 
 def created(run_id: str) -> ev.Event:
     return ev.root_run_created(run_id, "flow", [1], {})
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_node_b_takes_over_only_after_a_is_revoked(make_store: StoreFactory) -> None:
@@ -66,7 +59,7 @@ async def test_expired_node_lease_is_fenced_out_by_etcd(make_store: StoreFactory
     async def b_took_over() -> bool:
         return await b.acquire_lease("R", "node-b", 60) is None
 
-    await wait_until(b_took_over)
+    await wait_until_async(b_took_over, 15)
     # A's local record still says it holds the lease: etcd's compare refuses the write.
     with pytest.raises(LeaseLost):
         await a.append("R", [ev.steps_needed("R", 0, [1])], owner="node-a")
@@ -99,7 +92,7 @@ async def test_watch_orphans_reports_revoked_runs(make_store: StoreFactory) -> N
         async def both() -> bool:
             return sorted(seen) == ["R1", "R2"]
 
-        await wait_until(both)
+        await wait_until_async(both, 15)
         assert await b.list_orchestrators() == []
     finally:
         task.cancel()
@@ -135,7 +128,7 @@ async def test_follow_streams_new_entries(make_store: StoreFactory) -> None:
         async def all_seen() -> bool:
             return received == expected
 
-        await wait_until(all_seen)
+        await wait_until_async(all_seen, 15)
     finally:
         task.cancel()
 
@@ -164,7 +157,7 @@ async def test_append_survives_an_etcd_restart_exactly_once(tmp_path: Path) -> N
             async def retrying() -> bool:
                 return store.unavailable_retries >= 2
 
-            await wait_until(retrying)
+            await wait_until_async(retrying, 15)
             assert not pending.done()
             await asyncio.to_thread(server.start)
             (seq,) = await asyncio.wait_for(pending, 60)
@@ -210,7 +203,7 @@ async def test_concurrent_appends_of_many_trees_survive_an_etcd_restart(tmp_path
             async def retrying() -> bool:
                 return store.unavailable_retries >= 6
 
-            await wait_until(retrying)
+            await wait_until_async(retrying, 15)
             await asyncio.to_thread(server.start)
             await asyncio.wait_for(asyncio.gather(*pending), 60)
             for root in roots:

@@ -13,9 +13,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,6 +38,7 @@ from stepflow_mesh.runtime.state.base import (
 from stepflow_mesh.runtime.state.memory import MemoryStateStore
 from stepflow_mesh.runtime.state.sqlite import SqliteStateStore
 from stepflow_mesh.runtime.state.sqlite_schema import SCHEMA_VERSION
+from waiting import wait_until_async
 
 FAR_FUTURE = "2999-01-01T00:00:00Z"
 FAR_PAST = "2000-01-01T00:00:00Z"
@@ -107,14 +107,6 @@ def started(run_id: str, item: int, step: int, attempt: int, task: str = "t") ->
 
 OK = FlowResult.success({"answer": 42})
 BAD = FlowResult.failure("BOOM", "it broke")
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Poll `check` until true; fail after `timeout` seconds (never a fixed racing sleep)."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def is_rfc3339_utc_micros(text: str) -> bool:
@@ -543,7 +535,7 @@ async def test_expired_lease_is_taken_over(store: StateStore) -> None:
     async def taken() -> bool:
         return await store.acquire_lease("A", "n2", 60) is None
 
-    await wait_until(taken)
+    await wait_until_async(taken)
     assert await store.acquire_lease("A", "n1", 60) == "n2"
 
 
@@ -556,7 +548,7 @@ async def test_fenced_append(store: StateStore) -> None:
     async def taken() -> bool:
         return await store.acquire_lease("A", "n2", 60) is None
 
-    await wait_until(taken)
+    await wait_until_async(taken)
     with pytest.raises(LeaseLost):
         await store.append("A", [ev.steps_needed("A", 0, [0])], owner="n1")
     assert [e.sequence for e in await store.read_journal("A")] == [first]
