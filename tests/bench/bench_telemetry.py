@@ -27,15 +27,17 @@ from stepflow_mesh.runtime.model import Flow, parse_flow
 from stepflow_mesh.runtime.state.memory import MemoryStateStore
 
 RECEIVER_DIR = Path(__file__).resolve().parents[1] / "telemetry"
-# The receiver runs in its own process, as a collector would (not competing for our GIL).
+# The receiver runs in its own process, as a collector would (not competing for our GIL), and
+# only counts what arrives: a real collector runs on other machines, so its decoding work must not
+# take the 2 cores the measured node shares with its worker and clients.
 RECEIVER = f"""
 import sys, json
 sys.path.insert(0, {str(RECEIVER_DIR)!r})
 from receiver import Receiver
-r = Receiver().start()
+r = Receiver(keep=False).start()
 print(r.port, flush=True)
 sys.stdin.read()
-print(json.dumps({{"spans": len(r.spans), "points": len(r.points)}}), flush=True)
+print(json.dumps({{"spans": r.span_count, "points": r.point_count}}), flush=True)
 """
 
 TARGET = 0.9
