@@ -39,7 +39,6 @@ class MeshForwarder:
         self.node_id = node_id
         self.region = region
         self.zone = zone
-        self.forwarded = 0  # tasks handed to other nodes (metrics, tests)
 
     async def forward(self, task: TrackedTask) -> str | None:
         if task.root_run_id is None:
@@ -69,7 +68,6 @@ class MeshForwarder:
                 log.warning("cannot forward to node %s: %s", entry.node_id, exc.details())
                 continue
             if response.accepted:
-                self.forwarded += 1
                 telemetry.record_step_forwarded(task.queue, entry.region)
                 log.info(
                     "task %s of queue %s forwarded to node %s (%s)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ from .relay import ClusterRelay
 
 log = logging.getLogger("stepflow.mesh")
 
-VERSION = "0.1.0"
+VERSION = importlib.metadata.version("stepflow-mesh")  # published in the node record
 PUBLISH_DEBOUNCE_SECS = 0.05
 CANCEL_TIMEOUT_SECS = 10.0
 
@@ -72,7 +73,6 @@ class ClusterMember:
         self._host: RunHost | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._publish: asyncio.Task[None] | None = None
-        self.claims = 0  # runs this node took over (tests, metrics)
         self.mesh: MeshServicer | None = None  # this node's side of forwarding (node_setup)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -195,7 +195,6 @@ class ClusterMember:
         host = self._host
         if host is None or run_id in host.local_runs():
             return False
-        self.claims += 1
         await host.claim(run_id, previous_owner)
         return True
 

@@ -11,7 +11,7 @@ from ..runtime._pb.stepflow.v1 import orchestrator_pb2_grpc
 from ..runtime.state.base import StoreError
 from ..runtime.worker_api.relay import OwnerUnavailable
 from .channels import PeerChannels
-from .directory import Directory
+from .directory import Directory, NodeRecord
 from .etcd_client import EtcdError
 
 RELAY_TIMEOUT_SECS = 30.0
@@ -50,18 +50,22 @@ class ClusterRelay:
             self._last_owner[root_run_id] = owner
         return owner
 
-    async def owner_address(self, root_run_id: str) -> str | None:
+    async def _owner_node(self, root_run_id: str) -> NodeRecord | None:
+        """The owning node's record; None without a lease; OwnerUnavailable if unreachable."""
         owner = await self._owner(root_run_id)
         if owner is None:
             return None
         node = self.directory.node(owner)
         if node is None or not node.grpc_address:
             raise OwnerUnavailable(f"run {root_run_id} is owned by {owner}, which is unreachable")
-        return node.grpc_address
+        return node
+
+    async def owner_address(self, root_run_id: str) -> str | None:
+        node = await self._owner_node(root_run_id)
+        return node.grpc_address if node is not None else None
 
     async def call(self, root_run_id: str, method: str, request: Any) -> Any:
-        owner = await self._owner(root_run_id)
-        node = self.directory.node(owner) if owner is not None else None
+        node = await self._owner_node(root_run_id)
         if node is None:
             raise OwnerUnavailable(f"no live node owns run {root_run_id} right now; retry")
         channel = self.channels.get(node.grpc_address)
