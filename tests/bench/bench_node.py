@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,30 +60,17 @@ async def measure(
         flows = flows_pb2_grpc.FlowsServiceStub(channel)
         runs = runs_pb2_grpc.RunsServiceStub(channel)
         flow_id = (await flows.StoreFlow(flows_pb2.StoreFlowRequest(flow=to_struct(flow)))).flow_id
-        latencies: list[float] = []
-        deadline = time.perf_counter() + seconds
 
-        async def client() -> None:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                response = await runs.CreateRun(
-                    runs_pb2.CreateRunRequest(
-                        flow_id=flow_id, input=[to_value({"x": 1})], wait=True, timeout_secs=60
-                    )
+        async def one_run() -> None:
+            response = await runs.CreateRun(
+                runs_pb2.CreateRunRequest(
+                    flow_id=flow_id, input=[to_value({"x": 1})], wait=True, timeout_secs=60
                 )
-                if response.summary.status != common_pb2.EXECUTION_STATUS_COMPLETED:
-                    raise SystemExit(f"benchmark run failed: {response}")
-                latencies.append(time.perf_counter() - started)
+            )
+            if response.summary.status != common_pb2.EXECUTION_STATUS_COMPLETED:
+                raise SystemExit(f"benchmark run failed: {response}")
 
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "runs_per_s": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1e3,
-        "p95_ms": latencies[int(len(latencies) * 0.95) - 1] * 1e3,
-    }
+        return await drive(one_run, clients, seconds)
 
 
 async def measure_rest(
@@ -94,21 +81,32 @@ async def measure_rest(
 
     async with httpx.AsyncClient(base_url=f"{http_url}/api/v1", timeout=120) as http:
         stored = (await http.post("/flows", json={"flow": flow})).json()
-        latencies: list[float] = []
-        deadline = time.perf_counter() + seconds
 
-        async def client() -> None:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                body = {"flowId": stored["flowId"], "input": [{"x": 1}], "wait": True}
-                answer = (await http.post("/runs", json=body)).json()
-                if answer["summary"]["status"] != common_pb2.EXECUTION_STATUS_COMPLETED:
-                    raise SystemExit(f"benchmark run failed: {answer}")
-                latencies.append(time.perf_counter() - started)
+        async def one_run() -> None:
+            body = {"flowId": stored["flowId"], "input": [{"x": 1}], "wait": True}
+            answer = (await http.post("/runs", json=body)).json()
+            if answer["summary"]["status"] != common_pb2.EXECUTION_STATUS_COMPLETED:
+                raise SystemExit(f"benchmark run failed: {answer}")
 
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - began
+        return await drive(one_run, clients, seconds)
+
+
+async def drive(
+    one_run: Callable[[], Awaitable[None]], clients: int, seconds: float
+) -> dict[str, float]:
+    """`clients` loops each running `one_run` back to back for `seconds`: runs/s, p50, p95."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await one_run()
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - began
     latencies.sort()
     return {
         "runs_per_s": len(latencies) / elapsed,
