@@ -53,6 +53,7 @@ cluster-stop:
 	$(PY) examples/cluster/local_cluster.py stop
 
 bench: install
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dev,bench]'
 	$(PY) tests/bench/bench_engine.py
 	$(PY) tests/bench/bench_durable.py
 	$(PY) tests/bench/bench_journal.py

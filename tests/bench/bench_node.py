@@ -4,18 +4,23 @@ Starts a real `stepflow serve` (SQLite journal in a temp dir) with a stepflow-py
 - runs/s and p50/p95 latency of a one-step flow through the worker's `echo` component;
 - runs/s of 1, 10 and 100 parallel `noop` steps (durable, SQLite).
 - the noop flows again over REST (`POST /api/v1/runs` with wait).
-Each client loops CreateRun(wait=true) (or its REST form). Issue 4 reference figures for
-upstream 0.13 on this machine class (printed for comparison when upstream's wheel is not
-installed): 180 runs/s through a stepflow-py echo worker; SQLite 173 / 67 / 7.9 runs/s for
-1 / 10 / 100 noop steps.
+Each client loops CreateRun(wait=true) (or its REST form), after one warm-up run.
+
+Upstream's server (PyPI `stepflow-orchestrator`, installed by `make bench`) is measured the same
+way on the same machine, with the same worker and SQLite, and printed side by side as a ratio.
+Without that wheel the ratio uses issue 4's reference figures for upstream 0.13 on this machine
+class: 180 runs/s through a stepflow-py echo worker; SQLite 173 / 67 / 7.9 runs/s for 1 / 10 / 100
+noop steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,8 +40,15 @@ from stepflow_mesh.runtime._pb.stepflow.v1 import (
 )
 from stepflow_mesh.runtime.worker_api.convert import to_struct, to_value
 
-UPSTREAM = {"echo": 180.0, 1: 173.0, 10: 67.0, 100: 7.9}
+REFERENCE = {"echo": 180.0, 1: 173.0, 10: 67.0, 100: 7.9}
 BIN = Path(sys.executable).parent
+WORKER_CONFIG = (
+    "plugins:\n  builtin: {type: builtin}\n"
+    f"  python: {{type: grpc, queueName: python, command: '{BIN / 'stepflow_worker'}',"
+    " env: {STEPFLOW_LOG_LEVEL: WARNING, STEPFLOW_MAX_CONCURRENT: '32'}}\n"
+    'routes:\n  "/builtin": [{plugin: builtin}]\n  "/python": [{plugin: python}]\n'
+)
+Figures = dict[str, float]
 
 
 def echo_flow() -> dict[str, Any]:
@@ -95,6 +107,7 @@ async def drive(
     one_run: Callable[[], Awaitable[None]], clients: int, seconds: float
 ) -> dict[str, float]:
     """`clients` loops each running `one_run` back to back for `seconds`: runs/s, p50, p95."""
+    await one_run()  # warm-up: the worker has connected and the flow is cached
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
@@ -119,12 +132,7 @@ def start_node(
     workdir: Path, global_args: Sequence[str] = (), env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], dict[str, int]]:
     """A node with a stepflow-py echo worker; `global_args` go before `serve` (telemetry)."""
-    (workdir / "stepflow-config.yml").write_text(
-        "plugins:\n  builtin: {type: builtin}\n"
-        f"  python: {{type: grpc, queueName: python, command: '{BIN / 'stepflow_worker'}',"
-        " env: {STEPFLOW_LOG_LEVEL: WARNING, STEPFLOW_MAX_CONCURRENT: '32'}}\n"
-        'routes:\n  "/builtin": [{plugin: builtin}]\n  "/python": [{plugin: python}]\n'
-    )
+    (workdir / "stepflow-config.yml").write_text(WORKER_CONFIG)
     node = subprocess.Popen(
         [str(BIN / "stepflow"), "--log-level", "warning", *global_args, "serve", "--port", "0",
          "--http-port", "0", "--state-dir", str(workdir / "state")],
@@ -135,37 +143,99 @@ def start_node(
     return node, json.loads(node.stdout.readline())
 
 
-async def main_async(args: argparse.Namespace) -> None:
+def upstream_binary() -> Path | None:
+    """Upstream's `stepflow-server` from the `stepflow-orchestrator` wheel, if installed."""
+    spec = importlib.util.find_spec("stepflow_orchestrator")
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).parent / "bin" / "stepflow-server"
+    return binary if binary.is_file() else None
+
+
+def start_upstream(workdir: Path, binary: Path) -> tuple[subprocess.Popen[str], int]:
+    """Upstream's server with the same worker, its SQLite store in `workdir`; one port for both
+    gRPC and REST. Its config path must be absolute (it runs the worker in the config's folder)."""
+    config = workdir / "stepflow-config.yml"
+    database = workdir / "upstream.db"
+    config.write_text(
+        WORKER_CONFIG
+        + f'storageConfig: {{type: sqlite, databaseUrl: "sqlite:{database}?mode=rwc"}}\n'
+    )
+    server = subprocess.Popen(
+        [str(binary), "--port", "0", "--config", str(config), "--log-level", "error",
+         "--log-destination", "file", "--log-file", str(workdir / "upstream.log")],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,  # its own process group: stopped with the worker it launched
+    )  # fmt: skip
+    assert server.stdout is not None
+    for line in server.stdout:  # log lines may come before the `{"port": N}` announcement
+        if line.startswith("{") and '"port"' in line:
+            return server, int(json.loads(line)["port"])
+    raise SystemExit(f"upstream server exited without announcing its port ({server.wait()})")
+
+
+async def measure_all(target: str, http_url: str, args: argparse.Namespace) -> list[Figures]:
+    """The seven rows, in table order: echo, gRPC noop 1/10/100, REST noop 1/10/100."""
+    rows = [await measure(target, echo_flow(), args.clients, args.seconds)]
+    for width in (1, 10, 100):
+        rows.append(await measure(target, noop_flow(width), args.clients, args.seconds))
+    for width in (1, 10, 100):
+        rows.append(await measure_rest(http_url, noop_flow(width), args.clients, args.seconds))
+    return rows
+
+
+async def ours(args: argparse.Namespace) -> list[Figures]:
     with tempfile.TemporaryDirectory() as tmp:
         node, ports = start_node(Path(tmp))
-        target = f"127.0.0.1:{ports['port']}"
-        http_url = f"http://127.0.0.1:{ports['httpPort']}"
         try:
-            rows = [
-                (
-                    "echo via stepflow-py",
-                    "echo",
-                    await measure(target, echo_flow(), args.clients, args.seconds),
-                )
-            ]
-            for width in (1, 10, 100):
-                figures = await measure(target, noop_flow(width), args.clients, args.seconds)
-                rows.append((f"{width} noop steps (SQLite)", width, figures))
-            for width in (1, 10, 100):
-                figures = await measure_rest(http_url, noop_flow(width), args.clients, args.seconds)
-                rows.append((f"{width} noop steps, REST", width, figures))
+            return await measure_all(
+                f"127.0.0.1:{ports['port']}", f"http://127.0.0.1:{ports['httpPort']}", args
+            )
         finally:
             node.terminate()
             node.wait(timeout=30)
-    print(f"node over gRPC, {args.clients} concurrent clients")
-    print(f"{'flow':<24} {'runs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'upstream':>9} {'ratio':>6}")
-    for label, key, f in rows:
-        upstream = UPSTREAM[key]
+
+
+async def upstream(binary: Path, args: argparse.Namespace) -> list[Figures]:
+    with tempfile.TemporaryDirectory() as tmp:
+        server, port = start_upstream(Path(tmp), binary)
+        try:
+            return await measure_all(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", args)
+        finally:
+            os.killpg(server.pid, signal.SIGKILL)  # it does not stop on SIGTERM within 30 s
+            server.wait(timeout=30)
+
+
+LABELS = [
+    ("echo via stepflow-py", "echo"),
+    *((f"{width} noop steps (SQLite)", width) for width in (1, 10, 100)),
+    *((f"{width} noop steps, REST", width) for width in (1, 10, 100)),
+]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    binary = upstream_binary()
+    mine = await ours(args)
+    theirs = await upstream(binary, args) if binary is not None else None
+    print(f"node over gRPC, {args.clients} concurrent clients; upstream: runs/s p50/p95 ms")
+    header = f"{'runs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'upstream':>9} {'up p50/p95':>12}"
+    print(f"{'flow':<24} {header} {'ratio':>6}")
+    for index, (label, key) in enumerate(LABELS):
+        figures = mine[index]
+        if theirs is not None:
+            reference = theirs[index]["runs_per_s"]
+            latency = f"{theirs[index]['p50_ms']:.0f}/{theirs[index]['p95_ms']:.0f}"
+        else:
+            reference, latency = REFERENCE[key], "-"
         print(
-            f"{label:<24} {f['runs_per_s']:>8.1f} {f['p50_ms']:>8.1f} {f['p95_ms']:>8.1f}"
-            f" {upstream:>9.1f} {f['runs_per_s'] / upstream:>6.2f}"
+            f"{label:<24} {figures['runs_per_s']:>8.1f} {figures['p50_ms']:>8.1f}"
+            f" {figures['p95_ms']:>8.1f} {reference:>9.1f} {latency:>12}"
+            f" {figures['runs_per_s'] / reference:>6.2f}"
         )
-    print("upstream = issue 4 reference figures (stepflow-orchestrator wheel not installed)")
+    if theirs is not None:
+        print(f"upstream = {binary} measured the same way on this machine")
+    else:
+        print("upstream = issue 4 reference figures (stepflow-orchestrator wheel not installed)")
 
 
 def main() -> None:
