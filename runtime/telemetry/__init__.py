@@ -1,6 +1,7 @@
 """Observability: OpenTelemetry traces and metrics over OTLP/gRPC, and run context on logs.
 
-Off by default. `init()` with traces or metrics enabled creates the SDK objects; until then every
+Off by default. `init()` with traces or metrics enabled creates the recorders and the exporter
+thread (tracing.py, instruments.py, exporter.py); until then every
 hook below is one global read (`active is None`) and returns. The mesh and other callers use:
 
 - `record_failover(from_node, to_node)` — a run tree taken over from another node;
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ..state.base import StateStore
     from ..state.events import Event
     from ..worker_api.broker import TaskBroker
+    from .exporter import OtlpExporter
     from .tracing import Tracing
 
 log = logging.getLogger("stepflow.telemetry")
@@ -67,20 +69,29 @@ class Telemetry:
         self.region = settings.region
         self.tracing: Tracing | None = None
         self.metrics: metrics.Metrics | None = None
+        self.exporter: OtlpExporter | None = None
+        if not settings.active:
+            return
+        from .exporter import OtlpExporter
+        from .resource import SCOPE_NAME, SCOPE_VERSION, make_resource
+
+        resource = make_resource(settings)
+        self.exporter = OtlpExporter(settings)
         if settings.tracing:
             from .tracing import Tracing
 
-            self.tracing = Tracing(settings)
+            self.tracing = Tracing(self.exporter, resource)
         if settings.metrics:
-            from .tracing import make_resource
+            from .instruments import Meter
 
-            self.metrics = metrics.Metrics(settings, make_resource(settings))
+            meter = Meter(resource, SCOPE_NAME, SCOPE_VERSION)
+            self.metrics = metrics.Metrics(settings, meter)
+            self.exporter.metrics_source = meter.export_request
 
     def shutdown(self) -> None:
-        if self.tracing is not None:
-            self.tracing.shutdown()
-        if self.metrics is not None:
-            self.metrics.shutdown()
+        """Send what is still queued (SIGTERM, end of a CLI command)."""
+        if self.exporter is not None:
+            self.exporter.shutdown()
 
     async def journal_append(
         self, store: StateStore, root_run_id: str, batch: Sequence[Event], owner: str | None

@@ -1,7 +1,7 @@
 """Metrics (meter `stepflow`, durability.md §14) and the cheap hooks that record them.
 
 `current` is None unless metrics are enabled; every hook checks it first, so a disabled process
-pays one global read per hook and creates no SDK object. The SDK is imported by `Metrics` only.
+pays one global read per hook and creates no instrument. Aggregation: instruments.py.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .settings import EXPORT_TIMEOUT_SECS, TelemetrySettings
+from .instruments import Attributes, Meter
+from .settings import TelemetrySettings
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import CallbackOptions, Observation
-
     from ..blobs import Blob, BlobStore
     from ..worker_api.broker import TaskBroker, TrackedTask
 
@@ -30,34 +29,17 @@ UNHEALTHY_AFTER = 5  # consecutive failed attempts of one component
 
 
 class Metrics:
-    def __init__(self, settings: TelemetrySettings, resource: Any) -> None:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-        assert settings.otlp_endpoint
-        exporter = OTLPMetricExporter(
-            endpoint=settings.otlp_endpoint, insecure=True, timeout=int(EXPORT_TIMEOUT_SECS)
-        )
-        reader = PeriodicExportingMetricReader(
-            exporter, export_interval_millis=settings.metrics_interval_secs * 1000
-        )
-        self.provider = MeterProvider(resource=resource, metric_readers=[reader])
+    def __init__(self, settings: TelemetrySettings, meter: Meter) -> None:
+        self.meter = meter
         self.node_id = settings.node_id or ""
         self._brokers: weakref.WeakSet[TaskBroker] = weakref.WeakSet()
         self._failures: dict[str, int] = {}  # component → consecutive failed attempts
-        meter = self.provider.get_meter("stepflow")
-
-        def counter(name: str, description: str, unit: str = "1") -> Any:
-            return meter.create_counter(name, unit=unit, description=description)
+        counter = meter.counter
 
         def histogram(
             name: str, description: str, unit: str = "s", buckets: Iterable[float] = SECONDS_BUCKETS
         ) -> Any:
-            return meter.create_histogram(
-                name, unit=unit, description=description,
-                explicit_bucket_boundaries_advisory=list(buckets),
-            )  # fmt: skip
+            return meter.histogram(name, description, buckets, unit)
 
         self.workflow_executions = counter(
             "workflow_executions_total", "Root runs that reached a terminal status"
@@ -72,9 +54,8 @@ class Metrics:
         self.step_retries_exhausted = counter(
             "step.retries_exhausted_total", "Retryable step failures with no retry budget left"
         )
-        self.pending_executions = meter.create_up_down_counter(
-            "stepflow_pending_component_executions",
-            description="Component executions waiting for a retry",
+        self.pending_executions = meter.up_down_counter(
+            "stepflow_pending_component_executions", "Component executions waiting for a retry"
         )
         self.task_queue_duration = histogram(
             "task.queue_duration_seconds", "Task wait from dispatch to claim by a worker"
@@ -89,14 +70,12 @@ class Metrics:
         self.task_successes = counter("task.success_total", "Tasks completed successfully")
         self.task_failures = counter("task.failure_total", "Tasks completed with an error")
         self.tasks_dispatched = counter("task.dispatched_total", "Tasks put on a queue")
-        meter.create_observable_up_down_counter(
-            "queue.depth", callbacks=[self._observe_depth],
-            description="Tasks waiting for a worker to claim them",
-        )  # fmt: skip
-        meter.create_observable_up_down_counter(
-            "queue.connected_workers", callbacks=[self._observe_workers],
-            description="Open PullTasks streams",
-        )  # fmt: skip
+        meter.observed_up_down_counter(
+            "queue.depth", "Tasks waiting for a worker to claim them", self._observe_depth
+        )
+        meter.observed_up_down_counter(
+            "queue.connected_workers", "Open PullTasks streams", self._observe_workers
+        )
         self.blob_put_bytes = counter("blob_store.put.bytes", "Bytes written", unit="By")
         self.blob_get_bytes = counter("blob_store.get.bytes", "Bytes read", unit="By")
         self.blob_put_duration = histogram("blob_store.put.duration", "Blob write latency")
@@ -113,17 +92,11 @@ class Metrics:
         self.journal_batch_size = histogram(
             "journal.append_batch_size", "Events per journal write", unit="1", buckets=BATCH_BUCKETS
         )
-        self.leases_held = meter.create_up_down_counter(
-            "leases.held", description="Run tree leases held by this node"
-        )
+        self.leases_held = meter.up_down_counter("leases.held", "Run tree leases held by this node")
         self.failovers = counter("failovers_total", "Run trees taken over from another node")
         self.steps_forwarded = counter(
             "steps.forwarded_total", "Tasks forwarded to another node's workers"
         )
-
-    def shutdown(self) -> None:
-        """Exports the last values (bounded by the exporter timeout)."""
-        self.provider.shutdown()
 
     # -- observable instruments --------------------------------------------------------------------
 
@@ -138,15 +111,11 @@ class Metrics:
                 totals[queue] = (d + stats.depth, w + stats.workers)
         return totals
 
-    def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
+    def _observe_depth(self) -> list[tuple[float, Attributes]]:
+        return [(d, {"queue_name": q}) for q, (d, _) in self._queue_stats().items()]
 
-        return [Observation(d, {"queue_name": q}) for q, (d, _) in self._queue_stats().items()]
-
-    def _observe_workers(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
-
-        return [Observation(w, {"queue_name": q}) for q, (_, w) in self._queue_stats().items()]
+    def _observe_workers(self) -> list[tuple[float, Attributes]]:
+        return [(w, {"queue_name": q}) for q, (_, w) in self._queue_stats().items()]
 
     # -- steps -------------------------------------------------------------------------------------
 

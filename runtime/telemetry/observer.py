@@ -36,7 +36,7 @@ class _Run:
     previous_log: LogContext | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempt:
     span: Any
     started: float  # perf counter
@@ -132,9 +132,7 @@ class TelemetryObserver(RunObserver):
         if info.span is not None:
             info.span.set_attribute("stepflow.outcome", status if terminal else INTERRUPTED)
             if status == "failed":
-                from opentelemetry.trace import Status, StatusCode
-
-                info.span.set_status(Status(StatusCode.ERROR, "run failed"))
+                info.span.set_error("run failed")
             info.span.end()
         if terminal and self.metrics is not None:
             attributes = {"outcome": status}
@@ -185,10 +183,8 @@ class TelemetryObserver(RunObserver):
             outcome = "cancelled" if result is None else "success" if result.ok else "failed"
             attempt.span.set_attribute("stepflow.outcome", outcome)
             if result is not None and result.error is not None:
-                from opentelemetry.trace import Status, StatusCode
-
                 attempt.span.set_attribute("stepflow.error_code", result.error.code)
-                attempt.span.set_status(Status(StatusCode.ERROR, result.error.message[:200]))
+                attempt.span.set_error(result.error.message[:200])
             attempt.span.end()
         if self.metrics is not None and result is not None:
             self.metrics.attempt_finished(_component(run, call), result.ok, seconds)

@@ -110,7 +110,7 @@ async def node_rates(endpoint: str | None, seconds: float) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="time per mode per round")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per mode per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     receiver = subprocess.Popen(
@@ -121,9 +121,17 @@ def main() -> None:
     rows = []
     node_rows = []
     try:
-        off_node = asyncio.run(node_rates(None, args.seconds * 2))
-        on_node = asyncio.run(node_rates(endpoint, args.seconds * 2))
-        node_rows = [(k, off_node[k], on_node[k]) for k in ("echo", "noop")]
+        # Off and on alternate, `rounds` times each: the 2-core box's noise hits both alike.
+        off_node: dict[str, list[float]] = {"echo": [], "noop": []}
+        on_node: dict[str, list[float]] = {"echo": [], "noop": []}
+        for _ in range(args.rounds):
+            for endpoint_or_none, rates in ((None, off_node), (endpoint, on_node)):
+                for key, rate in asyncio.run(node_rates(endpoint_or_none, args.seconds)).items():
+                    rates[key].append(rate)
+        node_rows = [
+            (k, statistics.median(off_node[k]), statistics.median(on_node[k]))
+            for k in ("echo", "noop")
+        ]
         for sleep_ms in (0, 5):
             off: list[float] = []
             on: list[float] = []
@@ -135,7 +143,8 @@ def main() -> None:
         receiver.stdin.close()
         counts = json.loads(receiver.stdout.readline() or "{}")
         receiver.wait(timeout=30)
-    print("a node, 32 gRPC clients, SQLite journal; tracing + metrics exported")
+    print(f"a node, 32 gRPC clients, SQLite journal; tracing + metrics exported"
+          f" (median of {args.rounds} alternating rounds)")  # fmt: skip
     print(f"{'flow':>18} {'off runs/s':>11} {'on runs/s':>10} {'on/off':>7}")
     for name, off_rate, on_rate in node_rows:
         label = "echo (stepflow-py)" if name == "echo" else "10 noop steps"

@@ -62,6 +62,7 @@ class Receiver:
     keep: bool = True
     span_count: int = 0
     point_count: int = 0
+    trace_metadata: dict[str, str] = field(default_factory=dict)  # of the last trace export
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: Any = None
 
@@ -69,12 +70,13 @@ class Receiver:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Receiver:
+    def start(self, port: int = 0) -> Receiver:
+        """Serve on `port` (0: a free one; a fixed one brings a stopped collector back)."""
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(self), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(self), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(), server)
-        self.port = server.add_insecure_port("127.0.0.1:0")
+        self.port = server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
         self._server = server
         return self
@@ -166,6 +168,7 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
         self.receiver = receiver
 
     def Export(self, request: Any, context: Any) -> Any:
+        self.receiver.trace_metadata = dict(context.invocation_metadata())
         self.receiver._add_spans(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
