@@ -12,6 +12,7 @@ forms), `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`, `OTEL_EXPORTER_OTLP_CERTIFICATE` 
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -80,8 +81,7 @@ class OtlpExporter:
         self.dropped_spans = 0
         self.metrics_source: Callable[[], bytes | None] | None = None
         self._trace_header: tuple[bytes, bytes] | None = None
-        self._spans: list[bytes] = []
-        self._lock = threading.Lock()
+        self._spans: collections.deque[bytes] = collections.deque()  # appends are thread-safe
         self._wake = threading.Event()
         self._stopping = False
         self._failing: set[str] = set()  # signals whose last export failed (logged once)
@@ -98,13 +98,13 @@ class OtlpExporter:
         self._trace_header = header
 
     def add_span(self, encoded: bytes) -> None:
-        with self._lock:
-            if len(self._spans) >= self.max_queue:
-                self.dropped_spans += 1
-                return
-            self._spans.append(encoded)
-            full = len(self._spans) == self.max_batch
-        if full:
+        """Called on the event loop for every ended span: a deque append, no lock."""
+        spans = self._spans
+        if len(spans) >= self.max_queue:
+            self.dropped_spans += 1
+            return
+        spans.append(encoded)
+        if len(spans) == self.max_batch:
             self._wake.set()
 
     def shutdown(self) -> None:
@@ -129,8 +129,8 @@ class OtlpExporter:
         self._export_metrics()
 
     def _export_spans(self) -> None:
-        with self._lock:
-            batch, self._spans = self._spans, []
+        spans = self._spans
+        batch = [spans.popleft() for _ in range(len(spans))]  # what has arrived so far
         header = self._trace_header
         if header is None:
             return
@@ -145,10 +145,9 @@ class OtlpExporter:
 
     def _keep(self, unsent: list[bytes]) -> None:
         """Spans of a failed export go back in front while the queue has room."""
-        with self._lock:
-            room = max(0, self.max_queue - len(self._spans))
-            self.dropped_spans += max(0, len(unsent) - room)
-            self._spans[:0] = unsent[:room]
+        room = max(0, self.max_queue - len(self._spans))
+        self.dropped_spans += max(0, len(unsent) - room)
+        self._spans.extendleft(reversed(unsent[:room]))
 
     def _export_metrics(self) -> None:
         source = self.metrics_source

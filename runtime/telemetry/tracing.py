@@ -56,7 +56,7 @@ class Span:
         self.trace_flags = flags
         self.is_valid = True
         self.attributes = attributes
-        self.events: list[tuple[int, str, Attributes]] = []
+        self.events: list[tuple[int, str, Attributes]] | None = None
         self.error: str | None = None
         self.start_ns = time.time_ns()
 
@@ -71,6 +71,8 @@ class Span:
         self.error = message
 
     def record_exception(self, exc: BaseException) -> None:
+        if self.events is None:
+            self.events = []
         self.events.append(
             (time.time_ns(), "exception",
              {"exception.type": type(exc).__qualname__, "exception.message": str(exc)[:500]})
@@ -83,7 +85,7 @@ class Span:
         sink.add_span(
             otlp_wire.span(
                 self.trace_id, self.span_id, self.parent_id, self.name, self.start_ns,
-                time.time_ns(), self.attributes, self.events, self.error,
+                time.time_ns(), self.attributes, self.events or (), self.error,
             )
         )  # fmt: skip
 
