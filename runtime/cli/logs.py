@@ -1,4 +1,5 @@
-"""Logging set-up for the CLI: text or JSON lines, to stderr (default), stdout or a file."""
+"""Logging set-up for the CLI: text or JSON lines to stderr (default), stdout or a file; or
+OTLP (`--log-destination otlp`: stderr until telemetry is up, then `log_to` the OTLP handler)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..telemetry.logs import RunContextFilter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,13 +57,19 @@ def configure_logging(
         handler = logging.StreamHandler(sys.stdout)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(RunContextFilter())  # the run's ids on every record inside a run
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_level(other_level, "--other-log-level"))
     logging.getLogger("stepflow").setLevel(_level(level, "--log-level"))
+
+
+def log_to(handler: logging.Handler) -> None:
+    """Records go to `handler` (OTLP) instead; the exporter's own warnings stay on stderr, since
+    they report that the collector cannot be reached."""
+    handler.addFilter(RunContextFilter())
+    exporter_notes = logging.StreamHandler(sys.stderr)
+    exporter_notes.setFormatter(logging.Formatter(TEXT_FORMAT))
+    exporter_notes.addFilter(logging.Filter("stepflow.telemetry"))
+    logging.getLogger().handlers[:] = [handler, exporter_notes]

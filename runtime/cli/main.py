@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import UserError
-from .logs import configure_logging
+from .logs import configure_logging, log_to
 
 VERSION = "0.1.0"
 
@@ -83,11 +83,15 @@ def cli(
         trace_enabled=trace_enabled,
         metrics_enabled=metrics_enabled,
         otlp_endpoint=otlp_endpoint or None,
+        logs_otlp=log_destination == "otlp",
         service_name="stepflow-server" if server else "stepflow",
     )
     # Exporters flush when the command ends (after a node's graceful stop, durability.md §10).
     if telemetry.init(settings, log_context=log_format == "json") is not None:
         ctx.call_on_close(telemetry.shutdown)
+    otlp_handler = telemetry.otlp_log_handler()
+    if otlp_handler is not None:
+        log_to(otlp_handler)
 
 
 def _register() -> None:

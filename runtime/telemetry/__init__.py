@@ -48,6 +48,7 @@ __all__ = [
     "init",
     "lease_acquired",
     "lease_released",
+    "otlp_log_handler",
     "record_failover",
     "record_step_forwarded",
     "run_observers",
@@ -70,17 +71,24 @@ class Telemetry:
         self.tracing: Tracing | None = None
         self.metrics: metrics.Metrics | None = None
         self.exporter: OtlpExporter | None = None
+        self.log_handler: logging.Handler | None = None
         if not settings.active:
             return
+        from . import otlp_wire
         from .exporter import OtlpExporter
         from .resource import SCOPE_NAME, SCOPE_VERSION, make_resource
 
         resource = make_resource(settings)
         self.exporter = OtlpExporter(settings)
+        header = otlp_wire.resource_header(resource, SCOPE_NAME, SCOPE_VERSION)
         if settings.tracing:
             from .tracing import Tracing
 
-            self.tracing = Tracing(self.exporter, resource)
+            self.tracing = Tracing(self.exporter, header)
+        if settings.logs:
+            from .log_export import OtlpLogHandler
+
+            self.log_handler = OtlpLogHandler(self.exporter, header)
         if settings.metrics:
             from .instruments import Meter
 
@@ -124,9 +132,7 @@ active: Telemetry | None = None
 _settings = TelemetrySettings()  # the last `init`, also when everything is off
 
 
-def init(
-    settings: TelemetrySettings, *, log_context: bool = False, log_handler: Any = None
-) -> Telemetry | None:
+def init(settings: TelemetrySettings, *, log_context: bool = False) -> Telemetry | None:
     """Switch telemetry on as `settings` say (replacing an earlier set-up); None when all off.
 
     `log_context`: keep run ids on log records even without traces or metrics (JSON logs).
@@ -139,6 +145,8 @@ def init(
         return None
     if (settings.trace_enabled or settings.metrics_enabled) and not settings.otlp_endpoint:
         log.warning("traces and metrics need --otlp-endpoint; nothing will be exported")
+    if settings.logs_otlp and not settings.otlp_endpoint:
+        log.warning("--log-destination otlp needs --otlp-endpoint; logging to stderr")
     active = Telemetry(settings, log_context=log_context)
     metrics.current = active.metrics
     return active
@@ -150,7 +158,14 @@ def shutdown() -> None:
     current, active = active, None
     metrics.current = None
     if current is not None:
+        if current.log_handler is not None:
+            logging.getLogger().removeHandler(current.log_handler)
         current.shutdown()
+
+
+def otlp_log_handler() -> logging.Handler | None:
+    """The handler for `--log-destination otlp` (None without an endpoint)."""
+    return active.log_handler if active is not None else None
 
 
 def set_node(node_id: str | None, region: str | None = None) -> None:

@@ -1,13 +1,15 @@
-"""The one thread that sends telemetry: span batches and metric snapshots over OTLP/gRPC.
+"""The one thread that sends telemetry over OTLP/gRPC: spans, log records and metric snapshots.
 
-Spans arrive already encoded (tracing.py); a batch leaves every `span_delay_secs` or as soon as
-`OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans wait, at most `OTEL_BSP_MAX_QUEUE_SIZE` are held (more are
-dropped and counted, so a dead collector cannot grow the node's memory). Metrics are collected
-from their source every `metrics_interval_secs`. A failed export is logged once per outage and its
-spans are kept for the next attempt while they fit. `shutdown()` sends what is left (SIGTERM).
+Spans and log records arrive already encoded (tracing.py, log_export.py). A batch leaves every
+`span_delay_secs`, or as soon as `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` of them wait; at most
+`OTEL_BSP_MAX_QUEUE_SIZE` are held (more are dropped and counted, so a dead collector cannot grow
+the node's memory). Metrics are collected from their source every `metrics_interval_secs`. A
+failed export is logged once per outage and its items are kept for the next attempt while they
+fit. `shutdown()` sends what is left (SIGTERM).
 
-Standard exporter variables honoured: `OTEL_EXPORTER_OTLP_HEADERS` (and the `_TRACES_` / `_METRICS_`
-forms), `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`, `OTEL_EXPORTER_OTLP_CERTIFICATE` for https endpoints.
+Standard exporter variables honoured: `OTEL_EXPORTER_OTLP_HEADERS` (and the `_TRACES_`,
+`_METRICS_`, `_LOGS_` forms), `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`,
+`OTEL_EXPORTER_OTLP_CERTIFICATE` for https endpoints.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # generic only in the type stubs
 
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -70,41 +73,72 @@ def open_channel(endpoint: str) -> grpc.Channel:
     return grpc.insecure_channel(target, compression=compression)
 
 
+class _Batches:
+    """Encoded spans or log records waiting for export, with their request header."""
+
+    def __init__(self, signal: str, call: Export, max_queue: int, max_batch: int) -> None:
+        self.signal = signal
+        self.call = call
+        self.metadata = _headers(signal.upper())
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.header: tuple[bytes, bytes] | None = None
+        self.items: collections.deque[bytes] = collections.deque()  # appends are thread-safe
+        self.dropped = 0
+
+    def add(self, encoded: bytes) -> bool:
+        """Queue one item (called on the event loop: no lock); True when a batch is full."""
+        items = self.items
+        if len(items) >= self.max_queue:
+            self.dropped += 1
+            return False
+        items.append(encoded)
+        return len(items) == self.max_batch
+
+    def take(self) -> list[bytes]:
+        items = self.items
+        return [items.popleft() for _ in range(len(items))]  # what has arrived so far
+
+    def keep(self, unsent: list[bytes]) -> None:
+        """Items of a failed export go back in front while the queue has room."""
+        room = max(0, self.max_queue - len(self.items))
+        self.dropped += max(0, len(unsent) - room)
+        self.items.extendleft(reversed(unsent[:room]))
+
+
 class OtlpExporter:
     def __init__(self, settings: TelemetrySettings) -> None:
         assert settings.otlp_endpoint
         self.endpoint = settings.otlp_endpoint
         self.span_delay = settings.span_delay_secs
         self.metrics_interval = settings.metrics_interval_secs
-        self.max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
-        self.max_batch = min(self.max_queue, _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
-        self.dropped_spans = 0
+        max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+        max_batch = min(max_queue, _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
         self.metrics_source: Callable[[], bytes | None] | None = None
-        self._trace_header: tuple[bytes, bytes] | None = None
-        self._spans: collections.deque[bytes] = collections.deque()  # appends are thread-safe
         self._wake = threading.Event()
         self._stopping = False
         self._failing: set[str] = set()  # signals whose last export failed (logged once)
         self._channel = open_channel(self.endpoint)
         # No (de)serializers: requests are already encoded and replies are not read.
-        self._send_traces: Export = self._channel.unary_unary(TRACE_EXPORT)
-        self._send_metrics: Export = self._channel.unary_unary(METRICS_EXPORT)
-        self._trace_metadata = _headers("TRACES")
+        unary = self._channel.unary_unary
+        self.spans = _Batches("traces", unary(TRACE_EXPORT), max_queue, max_batch)
+        self.logs = _Batches("logs", unary(LOGS_EXPORT), max_queue, max_batch)
+        self._send_metrics: Export = unary(METRICS_EXPORT)
         self._metrics_metadata = _headers("METRICS")
         self._thread = threading.Thread(target=self._run, name="stepflow-otlp", daemon=True)
         self._thread.start()
 
-    def set_trace_header(self, header: tuple[bytes, bytes]) -> None:
-        self._trace_header = header
+    @property
+    def dropped_spans(self) -> int:
+        return self.spans.dropped
 
     def add_span(self, encoded: bytes) -> None:
-        """Called on the event loop for every ended span: a deque append, no lock."""
-        spans = self._spans
-        if len(spans) >= self.max_queue:
-            self.dropped_spans += 1
-            return
-        spans.append(encoded)
-        if len(spans) == self.max_batch:
+        """Called for every ended span."""
+        if self.spans.add(encoded):
+            self._wake.set()
+
+    def add_log(self, encoded: bytes) -> None:
+        if self.logs.add(encoded):
             self._wake.set()
 
     def shutdown(self) -> None:
@@ -121,33 +155,28 @@ class OtlpExporter:
         while not self._stopping:
             self._wake.wait(timeout=max(0.0, min(self.span_delay, next_metrics - time.monotonic())))
             self._wake.clear()
-            self._export_spans()
+            self._export(self.spans)
+            self._export(self.logs)
             if time.monotonic() >= next_metrics:
                 next_metrics = time.monotonic() + self.metrics_interval
                 self._export_metrics()
-        self._export_spans()
+        self._export(self.spans)
+        self._export(self.logs)
         self._export_metrics()
 
-    def _export_spans(self) -> None:
-        spans = self._spans
-        batch = [spans.popleft() for _ in range(len(spans))]  # what has arrived so far
-        header = self._trace_header
-        if header is None:
+    def _export(self, batches: _Batches) -> None:
+        batch = batches.take()
+        header = batches.header
+        if header is None or not batch:
             return
         from . import otlp_wire
 
-        for start in range(0, len(batch), self.max_batch):
-            chunk = batch[start : start + self.max_batch]
-            request = otlp_wire.export_trace_request(header, chunk)
-            if not self._send("traces", self._send_traces, request, self._trace_metadata):
-                self._keep(batch[start:])
+        for start in range(0, len(batch), batches.max_batch):
+            chunk = batch[start : start + batches.max_batch]
+            request = otlp_wire.export_request(header, chunk)
+            if not self._send(batches.signal, batches.call, request, batches.metadata):
+                batches.keep(batch[start:])
                 return
-
-    def _keep(self, unsent: list[bytes]) -> None:
-        """Spans of a failed export go back in front while the queue has room."""
-        room = max(0, self.max_queue - len(self._spans))
-        self.dropped_spans += max(0, len(unsent) - room)
-        self._spans.extendleft(reversed(unsent[:room]))
 
     def _export_metrics(self) -> None:
         source = self.metrics_source

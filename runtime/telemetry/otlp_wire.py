@@ -112,17 +112,43 @@ def _name_field(name: str) -> bytes:
     return field(b"\x2a", name.encode()) + b"\x30\x01"
 
 
-def resource_spans_header(
+def resource_header(
     resource: Mapping[str, AttributeValue], scope_name: str, scope_version: str
 ) -> tuple[bytes, bytes]:
-    """The constant parts of a `ResourceSpans`: (resource field, scope field)."""
+    """The constant parts of a `ResourceSpans` / `ResourceLogs`: (resource field, scope field)."""
     resource_field = field(b"\x0a", b"".join(attributes(b"\x0a", resource)))
     scope = field(b"\x0a", scope_name.encode()) + field(b"\x12", scope_version.encode())
     return resource_field, field(b"\x0a", scope)
 
 
-def export_trace_request(header: tuple[bytes, bytes], encoded_spans: list[bytes]) -> bytes:
-    """`ExportTraceServiceRequest` with one resource and one scope holding `encoded_spans`."""
+def export_request(header: tuple[bytes, bytes], encoded: list[bytes]) -> bytes:
+    """`ExportTraceServiceRequest` (or `ExportLogsServiceRequest`: the same shape) with one
+    resource and one scope holding the `encoded` spans (log records)."""
     resource_field, scope_field = header
-    scope_spans = field(b"\x12", scope_field + b"".join(encoded_spans))
-    return field(b"\x0a", resource_field + scope_spans)
+    scope_items = field(b"\x12", scope_field + b"".join(encoded))
+    return field(b"\x0a", resource_field + scope_items)
+
+
+SEVERITY = {"DEBUG": 5, "INFO": 9, "WARNING": 13, "ERROR": 17, "CRITICAL": 21}
+
+
+def log_record(
+    time_ns: int,
+    level: str,
+    body: str,
+    record_attributes: Mapping[str, AttributeValue],
+    trace_id: int = 0,
+    span_id: int = 0,
+) -> bytes:
+    """One `LogRecord` as the bytes of a `ScopeLogs.log_records` entry (field 2)."""
+    parts = [
+        b"\x09" + time_ns.to_bytes(8, "little"),
+        b"\x10" + varint(SEVERITY.get(level, 0)),
+        field(b"\x1a", level.encode()),
+        field(b"\x2a", any_value(body)),
+    ]
+    parts += attributes(b"\x32", record_attributes)
+    if trace_id and span_id:
+        parts.append(b"\x4a\x10" + trace_id.to_bytes(16, "big"))
+        parts.append(b"\x52\x08" + span_id.to_bytes(8, "big"))
+    return field(b"\x12", b"".join(parts))

@@ -34,6 +34,7 @@ class TelemetrySettings:
 
     trace_enabled: bool = False
     metrics_enabled: bool = False
+    logs_otlp: bool = False  # `--log-destination otlp`
     otlp_endpoint: str | None = None
     service_name: str = "stepflow"
     # `OTEL_METRIC_EXPORT_INTERVAL` (ms) overrides the 10 s default; tests use a short one.
@@ -57,8 +58,12 @@ class TelemetrySettings:
         return self.metrics_enabled and bool(self.otlp_endpoint)
 
     @property
+    def logs(self) -> bool:
+        return self.logs_otlp and bool(self.otlp_endpoint)
+
+    @property
     def active(self) -> bool:
-        return self.tracing or self.metrics
+        return self.tracing or self.metrics or self.logs
 
     def worker_env(self) -> dict[str, str]:
         """Env for worker processes the runtime launches, so their spans reach our collector.

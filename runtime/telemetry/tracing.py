@@ -16,14 +16,12 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from . import otlp_wire
 from .context import parse_traceparent, run_trace_id
 from .exporter import OtlpExporter
 from .otlp_wire import AttributeValue
-from .resource import SCOPE_NAME, SCOPE_VERSION
 
 Attributes = dict[str, AttributeValue]
 SAMPLED = 0x01
@@ -91,12 +89,11 @@ class Span:
 
 
 class Tracing:
-    def __init__(self, exporter: OtlpExporter, resource: Mapping[str, AttributeValue]) -> None:
+    def __init__(self, exporter: OtlpExporter, header: tuple[bytes, bytes]) -> None:
+        """`header`: the encoded resource and scope (otlp_wire.resource_header)."""
         self.exporter = exporter
         self._sample = Sampler()
-        exporter.set_trace_header(
-            otlp_wire.resource_spans_header(resource, SCOPE_NAME, SCOPE_VERSION)
-        )
+        exporter.spans.header = header
 
     def start_run_span(
         self, name: str, root_run_id: str, traceparent: str | None, attributes: Attributes

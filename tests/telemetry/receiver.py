@@ -1,7 +1,7 @@
-"""An OTLP/gRPC receiver for tests: collects exported spans and metric points in memory.
+"""An OTLP/gRPC receiver for tests: collects exported spans, metric points and log records.
 
-Implements the collector's TraceService, MetricsService and LogsService (logs are accepted and
-dropped) on a free loopback port, with the servicer bases from the `opentelemetry-proto` package.
+Implements the collector's TraceService, MetricsService and LogsService on a loopback port, with
+the servicer bases from the `opentelemetry-proto` package.
 """
 
 from __future__ import annotations
@@ -41,6 +41,17 @@ class ReceivedSpan:
 
 
 @dataclass(frozen=True)
+class ReceivedLog:
+    body: str
+    severity: str
+    severity_number: int
+    attributes: dict[str, Any]
+    trace_id: str
+    span_id: str
+    service: str
+
+
+@dataclass(frozen=True)
 class ReceivedPoint:
     metric: str
     kind: str  # sum, histogram, gauge
@@ -63,6 +74,7 @@ class Receiver:
     span_count: int = 0
     point_count: int = 0
     trace_metadata: dict[str, str] = field(default_factory=dict)  # of the last trace export
+    logs: list[ReceivedLog] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: Any = None
 
@@ -75,7 +87,7 @@ class Receiver:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(self), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(self), server)
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(), server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(self), server)
         self.port = server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
         self._server = server
@@ -88,6 +100,10 @@ class Receiver:
     def snapshot_spans(self) -> list[ReceivedSpan]:
         with self._lock:
             return list(self.spans)
+
+    def snapshot_logs(self) -> list[ReceivedLog]:
+        with self._lock:
+            return list(self.logs)
 
     def snapshot_points(self) -> list[ReceivedPoint]:
         with self._lock:
@@ -130,6 +146,26 @@ class Receiver:
         with self._lock:
             self.spans.extend(found)
             self.requests += 1
+
+    def _add_logs(self, request: Any) -> None:
+        found = []
+        for resource_logs in request.resource_logs:
+            service = str(_attributes(resource_logs.resource.attributes).get("service.name"))
+            for scope in resource_logs.scope_logs:
+                for record in scope.log_records:
+                    found.append(
+                        ReceivedLog(
+                            body=str(_value(record.body)),
+                            severity=record.severity_text,
+                            severity_number=record.severity_number,
+                            attributes=_attributes(record.attributes),
+                            trace_id=record.trace_id.hex(),
+                            span_id=record.span_id.hex(),
+                            service=service,
+                        )
+                    )
+        with self._lock:
+            self.logs.extend(found)
 
     def _add_metrics(self, request: Any) -> None:
         if not self.keep:
@@ -183,5 +219,9 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 
 class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
     def Export(self, request: Any, context: Any) -> Any:
+        self.receiver._add_logs(request)
         return logs_service_pb2.ExportLogsServiceResponse()

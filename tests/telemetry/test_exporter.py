@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
+from stepflow_mesh.runtime.telemetry import otlp_wire
 from stepflow_mesh.runtime.telemetry.exporter import OtlpExporter
 from stepflow_mesh.runtime.telemetry.instruments import Meter
+from stepflow_mesh.runtime.telemetry.log_export import OtlpLogHandler
 from stepflow_mesh.runtime.telemetry.settings import TelemetrySettings
 from stepflow_mesh.runtime.telemetry.tracing import Tracing
 from waiting import wait_until
 
 from .receiver import Receiver
+
+HEADER = otlp_wire.resource_header({"service.name": "exporter-test"}, "stepflow", "1")
 
 
 @pytest.fixture
@@ -27,7 +32,7 @@ def _exporter(endpoint: str) -> tuple[OtlpExporter, Tracing]:
         span_delay_secs=0.05, metrics_interval_secs=0.1,
     )  # fmt: skip
     exporter = OtlpExporter(settings)
-    return exporter, Tracing(exporter, {"service.name": "exporter-test"})
+    return exporter, Tracing(exporter, HEADER)
 
 
 def _spans(tracing: Tracing, count: int) -> None:
@@ -84,7 +89,46 @@ def test_shutdown_sends_what_is_queued(receiver: Receiver) -> None:
         trace_enabled=True, otlp_endpoint=receiver.endpoint, span_delay_secs=3600.0
     )
     exporter = OtlpExporter(settings)
-    tracing = Tracing(exporter, {"service.name": "exporter-test"})
+    tracing = Tracing(exporter, HEADER)
     _spans(tracing, 4)
     exporter.shutdown()  # no timer fired: only the final flush can have sent them
     assert len(receiver.snapshot_spans()) == 4
+
+
+def test_log_records_go_out_with_run_ids_but_not_the_exporters_own(receiver: Receiver) -> None:
+    exporter, _ = _exporter(receiver.endpoint)
+    handler = OtlpLogHandler(exporter, HEADER)
+    logger = logging.getLogger("stepflow.test_exporter")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning(
+            "step %s failed", "s1",
+            extra={"run_id": "r-1", "step_id": "s1", "trace_id": "ab" * 16, "span_id": "cd" * 8},
+        )  # fmt: skip
+        try:
+            raise ValueError("bad input")
+        except ValueError:
+            logger.exception("unexpected")
+        handler.handle(
+            logging.LogRecord("stepflow.telemetry", 30, "", 0, "export failed", (), None)
+        )
+        receiver.wait_for(lambda r: len(r.snapshot_logs()) == 2)
+    finally:
+        logger.removeHandler(handler)
+        exporter.shutdown()
+    warning, error = sorted(receiver.snapshot_logs(), key=lambda record: record.severity_number)
+    assert (warning.body, warning.severity, warning.service) == (
+        "step s1 failed",
+        "WARNING",
+        "exporter-test",
+    )
+    assert warning.attributes == {
+        "logger": "stepflow.test_exporter",
+        "run_id": "r-1",
+        "step_id": "s1",
+    }
+    assert (warning.trace_id, warning.span_id) == ("ab" * 16, "cd" * 8)
+    assert error.severity == "ERROR"
+    assert error.attributes["exception.type"] == "ValueError"
+    assert "bad input" in error.attributes["exception.stacktrace"]

@@ -66,7 +66,9 @@ def metrics_flow(marker: str) -> dict[str, Any]:
 class Node(NodeProcess):
     """A traced node with a stepflow-py worker; logs as JSON lines to `node.jsonl`."""
 
-    def __init__(self, workdir: Path, flags: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, workdir: Path, flags: list[str], env: dict[str, str], *, otlp_logs: bool = False
+    ) -> None:
         config = {
             "plugins": {
                 "builtin": {"type": "builtin"},
@@ -91,6 +93,8 @@ class Node(NodeProcess):
         self.log_file = workdir / "node.jsonl"
         logging = ["--log-format", "json", "--log-destination", "file",
                    "--log-file", str(self.log_file)]  # fmt: skip
+        if otlp_logs:
+            logging = ["--log-destination", "otlp"]
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STEPFLOW_"))}
         super().__init__(
             workdir,
@@ -338,6 +342,39 @@ def test_json_logs_carry_the_run_ids(node: Node, receiver: Receiver, client_span
         lambda r: [s for s in _trace(r, record["trace_id"]) if s.name == "run_execution"]
     )
     assert record["span_id"] in {s.span_id for s in spans}
+
+
+def test_log_destination_otlp_sends_records_with_run_ids_and_flushes_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    collector = Receiver().start()
+    try:
+        flags = ["--trace-enabled", "--otlp-endpoint", collector.endpoint]
+        node = Node(tmp_path, flags, FAST_EXPORT, otlp_logs=True)
+        marker = str(tmp_path / "flaky-marker-otlp-logs")
+        flow = {
+            "name": "logged",
+            "steps": [{"id": "flaky", "component": "/python/flaky", "input": {"marker": marker},
+                       "onError": {"action": "retry"}}],
+            "output": {"flaky": {"$step": "flaky"}},
+        }  # fmt: skip
+        response = node.run(node.store_flow(flow), {})
+        assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+        run_id = response.summary.run_id
+        retry = collector.wait_for(
+            lambda r: [g for g in r.snapshot_logs() if g.body.startswith("retrying step flaky")]
+        )[0]
+        assert retry.severity_number >= 9 and retry.service == "stepflow-server"
+        assert retry.attributes["run_id"] == run_id
+        assert retry.attributes["step_id"] == "flaky"
+        assert retry.attributes["node_id"] == "node-a"
+        assert retry.trace_id == run_id.replace("-", "") and len(retry.span_id) == 16
+        assert node.stop() == 0
+        # The last records (the graceful stop) left before the process exited.
+        assert any(g.body.startswith("shutting down") for g in collector.snapshot_logs())
+        assert "retrying step" not in (tmp_path / "stderr.log").read_text()
+    finally:
+        collector.stop()
 
 
 def test_nothing_is_exported_when_telemetry_is_off(

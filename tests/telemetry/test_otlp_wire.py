@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
@@ -17,7 +20,7 @@ def _kv(key: str, **value: object) -> common_pb2.KeyValue:
 
 
 def test_span_request_decodes_to_the_same_message_the_proto_classes_build() -> None:
-    header = otlp_wire.resource_spans_header({"service.name": "node-a", "pid": 42}, "stepflow", "1")
+    header = otlp_wire.resource_header({"service.name": "node-a", "pid": 42}, "stepflow", "1")
     encoded = otlp_wire.span(
         trace_id=0x0123456789ABCDEF0123456789ABCDEF,
         span_id=0x1122334455667788,
@@ -30,7 +33,7 @@ def test_span_request_decodes_to_the_same_message_the_proto_classes_build() -> N
         error_message="boom",
     )
     request = trace_service_pb2.ExportTraceServiceRequest.FromString(
-        otlp_wire.export_trace_request(header, [encoded, encoded])
+        otlp_wire.export_request(header, [encoded, encoded])
     )
 
     expected_span = trace_pb2.Span(
@@ -71,19 +74,23 @@ class _Collect:
     """Stands in for the exporter: keeps what spans hand over."""
 
     def __init__(self) -> None:
-        self.spans: list[bytes] = []
-        self.header: tuple[bytes, bytes] | None = None
+        self.encoded: list[bytes] = []
+        self.header = otlp_wire.resource_header({"service.name": "t"}, "stepflow", "1")
 
     def add_span(self, encoded: bytes) -> None:
-        self.spans.append(encoded)
+        self.encoded.append(encoded)
 
-    def set_trace_header(self, header: tuple[bytes, bytes]) -> None:
-        self.header = header
+    def request(self) -> trace_service_pb2.ExportTraceServiceRequest:
+        return trace_service_pb2.ExportTraceServiceRequest.FromString(
+            otlp_wire.export_request(self.header, self.encoded)
+        )
 
 
 def _tracing() -> tuple[Tracing, _Collect]:
     sink = _Collect()
-    return Tracing(sink, {"service.name": "t"}), sink  # type: ignore[arg-type]
+    tracing = Tracing(SimpleNamespace(spans=SimpleNamespace()), sink.header)  # type: ignore[arg-type]
+    tracing.exporter = sink  # type: ignore[assignment]
+    return tracing, sink
 
 
 def test_children_inherit_trace_and_parent_and_end_exports_once() -> None:
@@ -97,12 +104,8 @@ def test_children_inherit_trace_and_parent_and_end_exports_once() -> None:
     step.end()
     step.end()
     run.end()
-    assert len(sink.spans) == 2
-    assert sink.header is not None
-    decoded = trace_service_pb2.ExportTraceServiceRequest.FromString(
-        otlp_wire.export_trace_request(sink.header, sink.spans)
-    )
-    names = [s.name for s in decoded.resource_spans[0].scope_spans[0].spans]
+    assert len(sink.encoded) == 2
+    names = [s.name for s in sink.request().resource_spans[0].scope_spans[0].spans]
     assert names == ["step", "run_execution"]
 
 
@@ -115,7 +118,7 @@ def test_caller_trace_is_continued_and_its_unsampled_flag_respected() -> None:
     child = tracing.start_child("step", run, {})
     child.end()
     run.end()
-    assert sink.spans == []
+    assert sink.encoded == []
 
 
 @pytest.mark.parametrize(
@@ -136,7 +139,7 @@ def test_otel_traces_sampler_decides_at_the_run_span(
     run = tracing.start_run_span("run_execution", "0190a4d6-0000-7000-8000-000000000002", None, {})
     assert bool(run.trace_flags & SAMPLED) == bool(exported)
     run.end()
-    assert len(sink.spans) == exported
+    assert len(sink.encoded) == exported
 
 
 def test_span_records_exception_events_and_error_status() -> None:
@@ -145,11 +148,7 @@ def test_span_records_exception_events_and_error_status() -> None:
     span.record_exception(RuntimeError("peer gone"))
     span.set_error("forward failed")
     span.end()
-    assert sink.header is not None
-    decoded = trace_service_pb2.ExportTraceServiceRequest.FromString(
-        otlp_wire.export_trace_request(sink.header, sink.spans)
-    )
-    (exported,) = decoded.resource_spans[0].scope_spans[0].spans
+    (exported,) = sink.request().resource_spans[0].scope_spans[0].spans
     assert exported.status.code == trace_pb2.Status.STATUS_CODE_ERROR
     assert exported.status.message == "forward failed"
     (event,) = exported.events
@@ -196,3 +195,24 @@ def test_meter_exports_cumulative_sums_and_explicit_bucket_histograms() -> None:
     assert list(point.explicit_bounds) == [0.1, 1.0]
     assert list(point.bucket_counts) == [1, 1, 1]
     assert (point.count, point.sum, point.min, point.max) == (3, pytest.approx(5.6), 0.1, 5.0)
+
+
+def test_log_record_decodes_with_severity_body_attributes_and_trace_link() -> None:
+    header = otlp_wire.resource_header({"service.name": "node-a"}, "stepflow", "1")
+    encoded = otlp_wire.log_record(
+        1_700_000_000_000_000_123, "WARNING", "step s1 retried", {"run_id": "r1", "logger": "x"},
+        trace_id=0xAB << 100, span_id=0xCD,
+    )  # fmt: skip
+    request = logs_service_pb2.ExportLogsServiceRequest.FromString(
+        otlp_wire.export_request(header, [encoded])
+    )
+    (record,) = request.resource_logs[0].scope_logs[0].log_records
+    assert record.time_unix_nano == 1_700_000_000_000_000_123
+    assert (record.severity_number, record.severity_text) == (13, "WARNING")
+    assert record.body.string_value == "step s1 retried"
+    assert {a.key: a.value.string_value for a in record.attributes} == {
+        "run_id": "r1",
+        "logger": "x",
+    }
+    assert record.trace_id == (0xAB << 100).to_bytes(16, "big")
+    assert record.span_id == (0xCD).to_bytes(8, "big")
