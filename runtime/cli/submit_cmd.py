@@ -100,6 +100,7 @@ def command(
     output_file: Path | None,
 ) -> None:
     """Run a flow on a Stepflow node (`stepflow serve`) and print its results like `run`."""
+    from .. import telemetry
     from .remote import NodeClient, final_result, grpc_target
 
     grpc_target(url)  # a malformed --url is reported before anything is read
@@ -119,7 +120,9 @@ def command(
         return
     deadline = None if timeout_secs is None else time.monotonic() + timeout_secs
 
-    with NodeClient(url) as node:
+    # The client span: with tracing on, the run joins this command's trace.
+    client_span: dict[str, str | int] = {"stepflow.url": url, "stepflow.inputs": len(inputs)}
+    with telemetry.span("stepflow.submit", client_span), NodeClient(url) as node:
         stored = node.store_flow(flow.raw)
         diagnostics = stored.diagnostics
         if not stored.stored or diagnostics.num_fatal or diagnostics.num_error:

@@ -7,6 +7,7 @@ hook below is one global read (`active is None`) and returns. The mesh and other
 - `record_failover(from_node, to_node)` — a run tree taken over from another node;
 - `record_step_forwarded(queue_name, target_region)` — a task forwarded to another node;
 - `forward_span(target_node, queue_name)` — the `mesh.forward` span around a forward or relay;
+- `span(name, attributes)` — any other span around a block (the CLI's `stepflow.submit`);
 - `lease_acquired()` / `lease_released()` — the `leases.held` gauge;
 - `aio_client_interceptors()` — W3C traceparent on a grpc.aio channel's calls;
 - `server_interceptors()` — honour incoming traceparent on a grpc.aio server.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import logs, metrics
@@ -55,6 +56,7 @@ __all__ = [
     "server_interceptors",
     "set_node",
     "shutdown",
+    "span",
     "sync_client_interceptors",
     "worker_env",
 ]
@@ -275,34 +277,36 @@ def record_step_forwarded(queue_name: str, target_region: str) -> None:
 
 
 @contextlib.contextmanager
-def forward_span(
-    target_node: str, queue_name: str, parent_traceparent: str | None = None
+def span(
+    name: str, attributes: Mapping[str, str | int | float | bool], parent: Any = None
 ) -> Iterator[None]:
-    """`mesh.forward` around forwarding a task or relaying a worker call to another node.
-
-    A child of `parent_traceparent` (the forwarded task's step), else of the current step span or
-    the incoming traceparent; current inside the block, so `aio_client_interceptors()` send its
-    traceparent to the other node.
-    """
+    """A span around the block, current inside it (so `*_client_interceptors()` send its
+    traceparent): a child of `parent` (a traceparent), else of the current step span or the
+    incoming traceparent, else a new trace. Nothing when tracing is off."""
     if active is None or active.tracing is None:
         yield
         return
-    parent: Any = parent_traceparent or current_span.get() or incoming_traceparent.get()
-    span = active.tracing.start_child(
-        "mesh.forward",
-        parent,
-        {"stepflow.target_node": target_node, "stepflow.queue_name": queue_name},
-    )
+    parent = parent or current_span.get() or incoming_traceparent.get()
+    opened = active.tracing.start_child(name, parent, dict(attributes))
     previous = current_span.get()
-    current_span.set(span)
+    current_span.set(opened)
     try:
         yield
     except BaseException as exc:
-        span.record_exception(exc)
+        opened.record_exception(exc)
         raise
     finally:
         current_span.set(previous)
-        span.end()
+        opened.end()
+
+
+def forward_span(
+    target_node: str, queue_name: str, parent_traceparent: str | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """`mesh.forward` around forwarding a task or relaying a worker call to another node, a child
+    of `parent_traceparent` (the forwarded task's step) when given."""
+    attributes = {"stepflow.target_node": target_node, "stepflow.queue_name": queue_name}
+    return span("mesh.forward", attributes, parent_traceparent)
 
 
 def _backend(store: Any) -> str:

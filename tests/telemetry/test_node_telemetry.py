@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from node_process import NodeProcess
+from node_process import STEPFLOW, NodeProcess
 from stepflow_mesh.runtime._pb.stepflow.v1 import (
     common_pb2,
     runs_pb2,
@@ -342,6 +343,37 @@ def test_json_logs_carry_the_run_ids(node: Node, receiver: Receiver, client_span
         lambda r: [s for s in _trace(r, record["trace_id"]) if s.name == "run_execution"]
     )
     assert record["span_id"] in {s.span_id for s in spans}
+
+
+def test_cli_submit_records_a_client_span_the_run_is_a_child_of(
+    receiver: Receiver, node: Node, tmp_path: Path
+) -> None:
+    flow_file = tmp_path / "flow.yaml"
+    flow_file.write_text(yaml.safe_dump(TRACE_FLOW))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STEPFLOW_"))}
+    done = subprocess.run(
+        [str(STEPFLOW), "--trace-enabled", "--otlp-endpoint", receiver.endpoint, "submit",
+         "--url", f"http://{node.address}", "--flow", str(flow_file),
+         "--input-json", '{"text": "from the cli"}'],
+        capture_output=True, text=True, timeout=120, env=clean,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = next(
+        line.split()[-1] for line in done.stderr.splitlines() if line.startswith("run_id:")
+    )
+    # The CLI flushed its span before exiting; the node's run span arrives within its batching.
+    submit = next(
+        s for s in receiver.snapshot_spans()
+        if s.name == "stepflow.submit" and s.service == "stepflow"
+        and s.attributes.get("stepflow.url") == f"http://{node.address}"
+    )  # fmt: skip
+
+    def run_span(s: ReceivedSpan) -> bool:
+        return s.name == "run_execution" and s.attributes["run_id"].replace("-", "") == run_id
+
+    run = receiver.wait_for(lambda r: [s for s in r.snapshot_spans() if run_span(s)])[0]
+    assert run.trace_id == submit.trace_id
+    assert run.parent_span_id == submit.span_id
 
 
 def test_log_destination_otlp_sends_records_with_run_ids_and_flushes_on_sigterm(
