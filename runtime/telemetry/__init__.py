@@ -16,6 +16,7 @@ hook below is one global read (`active is None`) and returns. The mesh and other
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -107,7 +108,7 @@ class Telemetry:
         self, store: StateStore, root_run_id: str, batch: Sequence[Event], owner: str | None
     ) -> list[int]:
         """`store.append` inside a `journal.append` span, timed for the journal.* metrics."""
-        backend = _backend(store)
+        backend = _backend(type(store))
         span = None
         parent = current_span.get()
         if self.tracing is not None and parent is not None:
@@ -123,11 +124,9 @@ class Telemetry:
             if span is not None:
                 span.end()
             if self.metrics is not None:
-                attributes = {"backend": backend}
-                self.metrics.journal_append_duration.record(
-                    time.perf_counter() - started, attributes
-                )
-                self.metrics.journal_batch_size.record(len(batch), attributes)
+                key = (("backend", backend),)
+                self.metrics.journal_append_duration.record(time.perf_counter() - started, key)
+                self.metrics.journal_batch_size.record(len(batch), key)
 
 
 active: Telemetry | None = None
@@ -309,6 +308,7 @@ def forward_span(
     return span("mesh.forward", attributes, parent_traceparent)
 
 
-def _backend(store: Any) -> str:
-    name = type(store).__name__
+@functools.cache
+def _backend(store_type: type) -> str:
+    name = store_type.__name__
     return name.removesuffix("StateStore").lower() or name.lower()

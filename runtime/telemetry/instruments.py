@@ -5,7 +5,8 @@ view matching), and a run of ten noop steps records dozens of points. Here a poi
 update under a lock (~1 µs); the exporter thread turns the aggregates into an
 `ExportMetricsServiceRequest` (official `opentelemetry.proto` classes) once per interval.
 
-Call sites pass attributes in a fixed key order, so the attribute tuple is the series key as is.
+Call sites pass attributes in a fixed key order, so the attribute tuple is the series key as is;
+hot call sites pass that tuple (`series_key`) directly and skip building a dict per point.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ Observe = Callable[[], Iterable[tuple[float, Attributes]]]
 Instrument = TypeVar("Instrument", "Sum", "ObservedSum", "Histogram")
 
 
+def series_key(attributes: Attributes | SeriesKey | None) -> SeriesKey:
+    if isinstance(attributes, tuple):
+        return attributes
+    return tuple(attributes.items()) if attributes else ()
+
+
 class Sum:
     """A counter (`monotonic`) or an up-down counter."""
 
@@ -34,8 +41,8 @@ class Sum:
         self._values: dict[SeriesKey, float] = {}
         self._lock = threading.Lock()
 
-    def add(self, amount: float, attributes: Attributes | None = None) -> None:
-        key = tuple(attributes.items()) if attributes else ()
+    def add(self, amount: float, attributes: Attributes | SeriesKey | None = None) -> None:
+        key = series_key(attributes)
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
@@ -75,8 +82,8 @@ class Histogram:
         self._series: dict[SeriesKey, _Series] = {}
         self._lock = threading.Lock()
 
-    def record(self, value: float, attributes: Attributes | None = None) -> None:
-        key = tuple(attributes.items()) if attributes else ()
+    def record(self, value: float, attributes: Attributes | SeriesKey | None = None) -> None:
+        key = series_key(attributes)
         index = bisect.bisect_left(self.bounds, value)
         with self._lock:
             series = self._series.get(key)
@@ -85,8 +92,10 @@ class Histogram:
             series.counts[index] += 1
             series.count += 1
             series.total += value
-            series.min = min(series.min, value)
-            series.max = max(series.max, value)
+            if value < series.min:
+                series.min = value
+            if value > series.max:
+                series.max = value
 
     def points(self) -> list[tuple[SeriesKey, int, float, float, float, list[int]]]:
         with self._lock:

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .instruments import Attributes, Meter
+from .instruments import Attributes, Meter, SeriesKey
 from .settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class Metrics:
         self.node_id = settings.node_id or ""
         self._brokers: weakref.WeakSet[TaskBroker] = weakref.WeakSet()
         self._failures: dict[str, int] = {}  # component → consecutive failed attempts
+        self._attempt_keys: dict[tuple[str, bool], SeriesKey] = {}
         counter = meter.counter
 
         def histogram(
@@ -120,10 +121,14 @@ class Metrics:
     # -- steps -------------------------------------------------------------------------------------
 
     def attempt_finished(self, component: str, ok: bool, seconds: float) -> None:
-        outcome = "success" if ok else "failed"
-        attributes = {"component": component, "outcome": outcome}
-        self.step_executions.add(1, attributes)
-        self.step_duration.record(seconds, attributes)
+        key = self._attempt_keys.get((component, ok))
+        if key is None:  # one series per component and outcome: built once
+            outcome = "success" if ok else "failed"
+            key = self._attempt_keys[(component, ok)] = (
+                ("component", component), ("outcome", outcome),
+            )  # fmt: skip
+        self.step_executions.add(1, key)
+        self.step_duration.record(seconds, key)
         if ok:
             self._failures.pop(component, None)
             return

@@ -41,7 +41,7 @@ class _Attempt:
     span: Any
     started: float  # perf counter
     previous_span: Any
-    previous_log: LogContext | None
+    step_log: LogContext
 
 
 @dataclass
@@ -159,16 +159,14 @@ class TelemetryObserver(RunObserver):
                 },
             )
         previous_log = log_context.get()
-        self._attempts[id(call)] = _Attempt(
-            span, time.perf_counter(), current_span.get(), previous_log
-        )
         outer = previous_log or LogContext(run.run_id, run.flow_id)
-        span_hex = f"{span.get_span_context().span_id:016x}" if span is not None else None
-        log_context.set(
-            LogContext(
-                call.run_id, call.flow_id, call.step_id, outer.trace_id, span_hex or outer.span_id
-            )
+        # The step's ids for log records; while the step span is current the log filter takes the
+        # span id from it, and after the attempt (a retry notice) the run's span id applies.
+        step_log = LogContext(
+            call.run_id, call.flow_id, call.step_id, outer.trace_id, outer.span_id
         )
+        self._attempts[id(call)] = _Attempt(span, time.perf_counter(), current_span.get(), step_log)
+        log_context.set(step_log)
         if span is not None:
             current_span.set(span)
 
@@ -189,11 +187,7 @@ class TelemetryObserver(RunObserver):
         if self.metrics is not None and result is not None:
             self.metrics.attempt_finished(_component(run, call), result.ok, seconds)
         current_span.set(attempt.previous_span)
-        # The step's task belongs to this step: later records (a retry notice) keep its id.
-        outer = attempt.previous_log or LogContext(run.run_id, run.flow_id)
-        log_context.set(
-            LogContext(call.run_id, call.flow_id, call.step_id, outer.trace_id, outer.span_id)
-        )
+        log_context.set(attempt.step_log)  # the step's task: later records keep its ids
 
     # -- retries -----------------------------------------------------------------------------------
 
