@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -202,8 +203,21 @@ async def upstream(binary: Path, args: argparse.Namespace) -> list[Figures]:
         try:
             return await measure_all(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", args)
         finally:
-            os.killpg(server.pid, signal.SIGKILL)  # it does not stop on SIGTERM within 30 s
+            # It does not stop on SIGTERM within 30 s, and its worker runs in a group of its own.
+            workers = _children(server.pid)
+            os.killpg(server.pid, signal.SIGKILL)
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             server.wait(timeout=30)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
 
 
 LABELS = [

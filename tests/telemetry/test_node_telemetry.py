@@ -64,6 +64,16 @@ def metrics_flow(marker: str) -> dict[str, Any]:
     return {"name": "metrics", "steps": steps, "output": output}
 
 
+def logged_flow(marker: Path) -> dict[str, Any]:
+    """One `flaky` step that fails once (leaving `marker`) and is retried: a retry log record."""
+    return {
+        "name": "logged",
+        "steps": [{"id": "flaky", "component": "/python/flaky", "input": {"marker": str(marker)},
+                   "onError": {"action": "retry"}}],
+        "output": {"flaky": {"$step": "flaky"}},
+    }  # fmt: skip
+
+
 class Node(NodeProcess):
     """A traced node with a stepflow-py worker; logs as JSON lines to `node.jsonl`."""
 
@@ -319,13 +329,7 @@ def test_metrics_of_a_run_with_retries_and_timeouts(
 
 
 def test_json_logs_carry_the_run_ids(node: Node, receiver: Receiver, client_span: Any) -> None:
-    marker = str(node.workdir / "flaky-marker-logs")
-    flow = {
-        "name": "logged",
-        "steps": [{"id": "flaky", "component": "/python/flaky", "input": {"marker": marker},
-                   "onError": {"action": "retry"}}],
-        "output": {"flaky": {"$step": "flaky"}},
-    }  # fmt: skip
+    flow = logged_flow(node.workdir / "flaky-marker-logs")
     response = node.run(node.store_flow(flow), {})
     assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
     run_id = response.summary.run_id
@@ -383,13 +387,7 @@ def test_log_destination_otlp_sends_records_with_run_ids_and_flushes_on_sigterm(
     try:
         flags = ["--trace-enabled", "--otlp-endpoint", collector.endpoint]
         node = Node(tmp_path, flags, FAST_EXPORT, otlp_logs=True)
-        marker = str(tmp_path / "flaky-marker-otlp-logs")
-        flow = {
-            "name": "logged",
-            "steps": [{"id": "flaky", "component": "/python/flaky", "input": {"marker": marker},
-                       "onError": {"action": "retry"}}],
-            "output": {"flaky": {"$step": "flaky"}},
-        }  # fmt: skip
+        flow = logged_flow(tmp_path / "flaky-marker-otlp-logs")
         response = node.run(node.store_flow(flow), {})
         assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
         run_id = response.summary.run_id
