@@ -20,6 +20,7 @@ AttributeValue = str | bool | int | float
 _FIXED64_PAIR = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8) timestamps
 _DOUBLE = struct.Struct("<d").pack
 _ATTRIBUTE_CACHE_LIMIT = 8192
+_CACHEABLE_CHARS = 128  # longer strings are one-offs; caching them would only hold memory
 _encoded_attributes: dict[tuple[bytes, str, AttributeValue, type], bytes] = {}
 
 SPAN_KIND_INTERNAL = 1
@@ -64,9 +65,13 @@ def key_value(key: str, value: AttributeValue) -> bytes:
 
 def attributes(tag: bytes, values: Mapping[str, AttributeValue]) -> list[bytes]:
     """Each attribute as a `tag` field. Most pairs (component, step id, attempt, node) repeat from
-    span to span, so their encoding is cached; the cache starts over when full (unique ids)."""
+    span to span, so their encoding is cached; the cache starts over when full (unique ids) and
+    never holds long strings, so its memory stays bounded (~8k short entries)."""
     out = []
     for key, value in values.items():
+        if type(value) is str and len(value) > _CACHEABLE_CHARS:  # a message, a stack trace
+            out.append(field(tag, key_value(key, value)))
+            continue
         cache_key = (tag, key, value, type(value))  # the type: True == 1 but encodes differently
         cached = _encoded_attributes.get(cache_key)
         if cached is None:

@@ -216,3 +216,15 @@ def test_log_record_decodes_with_severity_body_attributes_and_trace_link() -> No
     }
     assert record.trace_id == (0xAB << 100).to_bytes(16, "big")
     assert record.span_id == (0xCD).to_bytes(8, "big")
+
+
+def test_long_attribute_values_are_encoded_but_not_kept_in_the_cache() -> None:
+    trace = "Traceback (most recent call last):\n" + "  frame\n" * 200
+    header = otlp_wire.resource_header({"service.name": "n"}, "stepflow", "1")
+    encoded = otlp_wire.log_record(1, "ERROR", "failed", {"exception.stacktrace": trace})
+    request = logs_service_pb2.ExportLogsServiceRequest.FromString(
+        otlp_wire.export_request(header, [encoded])
+    )
+    (record,) = request.resource_logs[0].scope_logs[0].log_records
+    assert record.attributes[0].value.string_value == trace
+    assert all(trace not in key for key in otlp_wire._encoded_attributes)
