@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import logging
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -20,6 +19,7 @@ import grpc
 from ..runtime._pb.stepflow.v1 import runs_pb2, runs_pb2_grpc
 from ..runtime.state.base import RunFilter, StoreError
 from ..runtime.state.settings import DurabilitySettings
+from ..runtime.version import VERSION
 from ..runtime.worker_api.broker import TaskBroker
 from .channels import PeerChannels
 from .cluster_config import ClusterSettings
@@ -32,7 +32,6 @@ from .relay import ClusterRelay
 
 log = logging.getLogger("stepflow.mesh")
 
-VERSION = importlib.metadata.version("stepflow-mesh")  # published in the node record
 PUBLISH_DEBOUNCE_SECS = 0.05
 CANCEL_TIMEOUT_SECS = 10.0
 

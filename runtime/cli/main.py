@@ -9,9 +9,8 @@ from typing import Any
 import click
 
 from ..errors import UserError
+from ..version import VERSION
 from .logs import configure_logging, log_to
-
-VERSION = "0.1.0"
 
 
 class StepflowGroup(click.Group):

@@ -77,13 +77,14 @@ class Telemetry:
         self.log_handler: logging.Handler | None = None
         if not settings.active:
             return
+        from ..version import VERSION
         from . import otlp_wire
         from .exporter import OtlpExporter
-        from .resource import SCOPE_NAME, SCOPE_VERSION, make_resource
+        from .resource import SCOPE_NAME, make_resource
 
         resource = make_resource(settings)
         self.exporter = OtlpExporter(settings)
-        header = otlp_wire.resource_header(resource, SCOPE_NAME, SCOPE_VERSION)
+        header = otlp_wire.resource_header(resource, SCOPE_NAME, VERSION)
         if settings.tracing:
             from .tracing import Tracing
 
@@ -95,7 +96,7 @@ class Telemetry:
         if settings.metrics:
             from .instruments import Meter
 
-            meter = Meter(resource, SCOPE_NAME, SCOPE_VERSION)
+            meter = Meter(resource, SCOPE_NAME, VERSION)
             self.metrics = metrics.Metrics(settings, meter)
             self.exporter.metrics_source = meter.export_request
 

@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -34,14 +35,6 @@ if TYPE_CHECKING:  # generic only in the type stubs
 TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        value = int(os.environ.get(name, ""))
-    except ValueError:
-        return default
-    return value if value > 0 else default
 
 
 def _headers(signal: str) -> tuple[tuple[str, str], ...]:
@@ -67,7 +60,7 @@ def open_channel(endpoint: str) -> grpc.Channel:
     )
     if parsed.scheme == "https":
         certificate = os.environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE")
-        roots = open(certificate, "rb").read() if certificate else None  # noqa: SIM115
+        roots = Path(certificate).read_bytes() if certificate else None
         credentials = grpc.ssl_channel_credentials(root_certificates=roots)
         return grpc.secure_channel(target, credentials, compression=compression)
     return grpc.insecure_channel(target, compression=compression)
@@ -112,8 +105,8 @@ class OtlpExporter:
         self.endpoint = settings.otlp_endpoint
         self.span_delay = settings.span_delay_secs
         self.metrics_interval = settings.metrics_interval_secs
-        max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
-        max_batch = min(max_queue, _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+        max_queue = settings.span_queue_size
+        max_batch = min(max_queue, settings.span_batch_size)
         self.metrics_source: Callable[[], bytes | None] | None = None
         self._wake = threading.Event()
         self._stopping = False

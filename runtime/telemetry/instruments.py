@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from . import otlp_wire
+from .otlp_wire import AttributeValue
 
-AttributeValue = str | int | float | bool
 Attributes = Mapping[str, AttributeValue]
 SeriesKey = tuple[tuple[str, AttributeValue], ...]
 Observe = Callable[[], Iterable[tuple[float, Attributes]]]

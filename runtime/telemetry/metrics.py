@@ -30,7 +30,6 @@ UNHEALTHY_AFTER = 5  # consecutive failed attempts of one component
 
 class Metrics:
     def __init__(self, settings: TelemetrySettings, meter: Meter) -> None:
-        self.meter = meter
         self.node_id = settings.node_id or ""
         self._brokers: weakref.WeakSet[TaskBroker] = weakref.WeakSet()
         self._failures: dict[str, int] = {}  # component → consecutive failed attempts

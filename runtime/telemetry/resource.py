@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 
 from .settings import TelemetrySettings
 
 SCOPE_NAME = "stepflow"
-SCOPE_VERSION = importlib.metadata.version("stepflow-mesh")
 
 
 def make_resource(settings: TelemetrySettings) -> dict[str, str | int | float | bool]:

@@ -28,6 +28,14 @@ def _env_secs(name: str, default: float, scale: float = 1.0) -> float:
     return value if value > 0 else default
 
 
+def _env_count(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, "").strip())
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 @dataclass(frozen=True)
 class TelemetrySettings:
     """What to emit and where. Traces and metrics need an OTLP/gRPC endpoint."""
@@ -45,6 +53,13 @@ class TelemetrySettings:
     )
     span_delay_secs: float = field(
         default_factory=lambda: _env_secs("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SPAN_DELAY_SECS, 1e3)
+    )
+    # Spans (and log records) held while the collector is unreachable, and sent per request.
+    span_queue_size: int = field(
+        default_factory=lambda: _env_count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+    )
+    span_batch_size: int = field(
+        default_factory=lambda: _env_count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
     )
     node_id: str | None = None
     region: str | None = field(default_factory=lambda: os.environ.get("STEPFLOW_REGION") or None)
