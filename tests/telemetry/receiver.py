@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,6 +28,15 @@ def _value(any_value: Any) -> Any:
 
 def _attributes(pairs: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in pairs}
+
+
+def _by_service(resources: Any, scopes: str, items: str) -> Iterator[tuple[str, Any]]:
+    """(service.name, item) for each span, log record or metric of an OTLP export request."""
+    for resource in resources:
+        service = str(_attributes(resource.resource.attributes).get("service.name"))
+        for scope in getattr(resource, scopes):
+            for item in getattr(scope, items):
+                yield service, item
 
 
 @dataclass(frozen=True)
@@ -128,42 +137,34 @@ class Receiver:
             with self._lock:
                 self.span_count += count
             return
-        found = []
-        for resource_spans in request.resource_spans:
-            service = str(_attributes(resource_spans.resource.attributes).get("service.name"))
-            for scope in resource_spans.scope_spans:
-                for span in scope.spans:
-                    found.append(
-                        ReceivedSpan(
-                            name=span.name,
-                            trace_id=span.trace_id.hex(),
-                            span_id=span.span_id.hex(),
-                            parent_span_id=span.parent_span_id.hex(),
-                            attributes=_attributes(span.attributes),
-                            service=service,
-                        )
-                    )
+        found = [
+            ReceivedSpan(
+                name=span.name,
+                trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
+                parent_span_id=span.parent_span_id.hex(),
+                attributes=_attributes(span.attributes),
+                service=service,
+            )
+            for service, span in _by_service(request.resource_spans, "scope_spans", "spans")
+        ]
         with self._lock:
             self.spans.extend(found)
             self.requests += 1
 
     def _add_logs(self, request: Any) -> None:
-        found = []
-        for resource_logs in request.resource_logs:
-            service = str(_attributes(resource_logs.resource.attributes).get("service.name"))
-            for scope in resource_logs.scope_logs:
-                for record in scope.log_records:
-                    found.append(
-                        ReceivedLog(
-                            body=str(_value(record.body)),
-                            severity=record.severity_text,
-                            severity_number=record.severity_number,
-                            attributes=_attributes(record.attributes),
-                            trace_id=record.trace_id.hex(),
-                            span_id=record.span_id.hex(),
-                            service=service,
-                        )
-                    )
+        found = [
+            ReceivedLog(
+                body=str(_value(record.body)),
+                severity=record.severity_text,
+                severity_number=record.severity_number,
+                attributes=_attributes(record.attributes),
+                trace_id=record.trace_id.hex(),
+                span_id=record.span_id.hex(),
+                service=service,
+            )
+            for service, record in _by_service(request.resource_logs, "scope_logs", "log_records")
+        ]
         with self._lock:
             self.logs.extend(found)
 
@@ -174,26 +175,23 @@ class Receiver:
                 self.point_count += count
             return
         found = []
-        for resource_metrics in request.resource_metrics:
-            service = str(_attributes(resource_metrics.resource.attributes).get("service.name"))
-            for scope in resource_metrics.scope_metrics:
-                for metric in scope.metrics:
-                    kind = metric.WhichOneof("data")
-                    data = getattr(metric, kind)
-                    for point in data.data_points:
-                        attributes = _attributes(point.attributes)
-                        if kind == "histogram":
-                            found.append(
-                                ReceivedPoint(metric.name, kind, True, attributes,
-                                              point.count, point.sum, service)
-                            )  # fmt: skip
-                        else:
-                            value = point.as_double if point.HasField("as_double") else point.as_int
-                            monotonic = bool(getattr(data, "is_monotonic", False))
-                            found.append(
-                                ReceivedPoint(metric.name, kind, monotonic, attributes, value,
-                                              0.0, service)
-                            )  # fmt: skip
+        for service, metric in _by_service(request.resource_metrics, "scope_metrics", "metrics"):
+            kind = metric.WhichOneof("data")
+            data = getattr(metric, kind)
+            for point in data.data_points:
+                attributes = _attributes(point.attributes)
+                if kind == "histogram":
+                    found.append(
+                        ReceivedPoint(metric.name, kind, True, attributes,
+                                      point.count, point.sum, service)
+                    )  # fmt: skip
+                else:
+                    value = point.as_double if point.HasField("as_double") else point.as_int
+                    monotonic = bool(getattr(data, "is_monotonic", False))
+                    found.append(
+                        ReceivedPoint(metric.name, kind, monotonic, attributes, value,
+                                      0.0, service)
+                    )  # fmt: skip
         with self._lock:
             self.points.extend(found)
             self.requests += 1
