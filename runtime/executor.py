@@ -108,13 +108,16 @@ class RunObserver:
     async def run_interrupted(self, run: RunExecution) -> None:
         """The run stopped unfinished (drained); it stays resumable, `run_completed` not called."""
 
-    # Step attempts, awaited in the step's own task (telemetry: spans, log context, metrics).
+    # Step attempts, called (not awaited) in the step's own task, so they cannot suspend: they run
+    # around every component call (telemetry: spans, log context, metrics) and must stay cheap.
 
-    async def attempt_started(self, run: RunExecution, call: StepCall) -> None:
-        """An attempt holds its slot and is about to reach its plugin."""
+    def attempt_started(self, run: RunExecution, call: StepCall) -> Any:
+        """An attempt holds its slot and is about to reach its plugin. What this returns is
+        handed back to `attempt_finished` (per-attempt state without a lookup table)."""
+        return None
 
-    async def attempt_finished(
-        self, run: RunExecution, call: StepCall, result: FlowResult | None
+    def attempt_finished(
+        self, run: RunExecution, call: StepCall, result: FlowResult | None, started: Any
     ) -> None:
         """The attempt's plugin answered; `result` is None when it was interrupted/cancelled."""
 
@@ -152,6 +155,16 @@ class RunTree:
         # Set by `cancel()`: start nothing new, stop in-flight steps, end the whole tree cancelled.
         self.cancelled = bool(self.recovered and self.recovered.cancel_requested)
         self.step_tasks: set[asyncio.Task[FlowResult]] = set()
+        self._observing: dict[str, list[RunObserver]] = {}
+
+    def observing(self, hook: str) -> list[RunObserver]:
+        """The observers that implement `hook`: the base class's no-ops are never called, which
+        matters on the per-step path (a coroutine per observer per step otherwise)."""
+        found = self._observing.get(hook)
+        if found is None:
+            found = [o for o in self.observers if _implements(type(o), hook)]
+            self._observing[hook] = found
+        return found
 
     def drain(self) -> None:
         self.draining = True
@@ -170,7 +183,7 @@ class RunTree:
         return self.recovered.runs.get(run_id) if self.recovered else None
 
     async def notify_tasks_started(self, run: RunExecution, tasks: Sequence[TaskStart]) -> None:
-        for obs in self.observers:
+        for obs in self.observing("tasks_started"):
             await obs.tasks_started(run, tasks)
 
 
@@ -226,26 +239,26 @@ class RunExecution:
 
     async def execute(self) -> list[FlowResult]:
         """Run every item concurrently; items are independent."""
-        for obs in self.tree.observers:
+        for obs in self.tree.observing("run_started"):
             await obs.run_started(self)
         try:
             await asyncio.gather(*(self._run_item(i) for i in range(len(self.inputs))))
         except asyncio.CancelledError:
             self.status = CANCELLED
-            for obs in self.tree.observers:
+            for obs in self.tree.observing("run_completed"):
                 await asyncio.shield(obs.run_completed(self, CANCELLED))
             raise
         results = [r for r in self.results if r is not None]
         if len(results) < len(self.inputs):
             self.status = INTERRUPTED
-            for obs in self.tree.observers:
+            for obs in self.tree.observing("run_interrupted"):
                 await obs.run_interrupted(self)
             return results
         if self.tree.cancelled:
             self.status = CANCELLED
         else:
             self.status = FAILED if any(not r.ok for r in results) else COMPLETED
-        for obs in self.tree.observers:
+        for obs in self.tree.observing("run_completed"):
             await obs.run_completed(self, self.status)
         return results
 
@@ -300,7 +313,7 @@ class RunExecution:
             return  # interrupted: no item result, the journal says what is left to do
         result = CANCELLED_RESULT if unfinished else self._item_result(env)
         self.results[index] = result
-        for obs in self.tree.observers:
+        for obs in self.tree.observing("item_completed"):
             await obs.item_completed(self, index, result)
 
     def _recovered_item(self, index: int) -> tuple[dict[str, FlowResult], dict[str, _StepState]]:
@@ -335,7 +348,7 @@ class RunExecution:
         fresh = [s.index for s in demanded if s.index not in announced]
         if fresh:
             announced.update(fresh)
-            for obs in self.tree.observers:
+            for obs in self.tree.observing("steps_needed"):
                 await obs.steps_needed(self, index, fresh)
         failed_inputs: list[tuple[Step, FlowResult]] = []
         starts: list[tuple[Step, Any, _StepState]] = []
@@ -354,7 +367,7 @@ class RunExecution:
         if starts:
             unblocked = [s.index for s, _, st in starts if st.attempt == 1 and s.dependencies]
             if unblocked:
-                for obs in self.tree.observers:
+                for obs in self.tree.observing("steps_unblocked"):
                     await obs.steps_unblocked(self, index, unblocked)
             await self.tree.notify_tasks_started(
                 self, [self._task_start(index, s, st) for s, _, st in starts]
@@ -377,7 +390,7 @@ class RunExecution:
         finished: Sequence[tuple[Step, FlowResult]],
         results: dict[str, FlowResult],
     ) -> None:
-        for obs in self.tree.observers:
+        for obs in self.tree.observing("tasks_completed"):
             await obs.tasks_completed(self, index, finished)
         for step, result in finished:
             results[step.id] = result
@@ -437,12 +450,12 @@ class RunExecution:
             state.attempt += 1
             await self.tree.notify_tasks_started(self, [self._task_start(index, step, state)])
             reason = "transport_error" if code in TRANSPORT_CODES else "component_error"
-            for obs in self.tree.observers:
+            for obs in self.tree.observing("retry_scheduled"):
                 await obs.retry_scheduled(self, step, route.component, reason)
             try:
                 await asyncio.sleep(delay)
             finally:
-                for obs in self.tree.observers:
+                for obs in self.tree.observing("retry_resumed"):
                     await obs.retry_resumed(self, step, route.component)
 
     async def _notify_exhausted(self, step: Step, component: str, code: str) -> None:
@@ -452,7 +465,7 @@ class RunExecution:
             reason = "component_error"
         else:
             return
-        for obs in self.tree.observers:
+        for obs in self.tree.observing("retries_exhausted"):
             await obs.retries_exhausted(self, step, component, reason)
 
     async def _attempt(
@@ -484,16 +497,17 @@ class RunExecution:
                 return CANCELLED_RESULT
             if self.tree.draining:
                 raise StepInterrupted(step.id)
-            observers = self.tree.observers
-            for obs in observers:
-                await obs.attempt_started(self, call)
+            observers = self.tree.observing("attempt_started")
+            if not observers:
+                return await self._call_plugin(route, step, call)
+            started = [obs.attempt_started(self, call) for obs in observers]
             result: FlowResult | None = None
             try:
                 result = await self._call_plugin(route, step, call)
                 return result
             finally:
-                for obs in observers:
-                    await obs.attempt_finished(self, call, result)
+                for obs, value in zip(observers, started, strict=True):
+                    obs.attempt_finished(self, call, result, value)
 
     @staticmethod
     async def _call_plugin(route: Route, step: Step, call: StepCall) -> FlowResult:
@@ -570,3 +584,23 @@ def _transitive_refs(flow: Flow, roots: set[str]) -> set[str]:
         seen.add(step_id)
         stack.extend(flow.steps_by_id[step_id].input.step_refs())
     return seen
+
+
+_PAIRED_HOOKS = {
+    "tasks_completed": ("tasks_completed", "task_completed"),
+    "attempt_started": ("attempt_started", "attempt_finished"),
+}
+
+
+_implemented: dict[tuple[type, str], bool] = {}
+
+
+def _implements(observer_type: type, hook: str) -> bool:
+    """Whether the class overrides `hook`. Hooks that go together count together: the base
+    class's `tasks_completed` calls `task_completed`, and an attempt's two hooks are a pair."""
+    found = _implemented.get((observer_type, hook))
+    if found is None:
+        hooks = _PAIRED_HOOKS.get(hook, (hook,))
+        found = any(getattr(observer_type, h) is not getattr(RunObserver, h) for h in hooks)
+        _implemented[(observer_type, hook)] = found
+    return found

@@ -109,7 +109,8 @@ class Telemetry:
         self, store: StateStore, root_run_id: str, batch: Sequence[Event], owner: str | None
     ) -> list[int]:
         """`store.append` inside a `journal.append` span, timed for the journal.* metrics."""
-        backend = _backend(type(store))
+        key = _backend_key(type(store))
+        backend = key[0][1]
         span = None
         parent = current_span.get()
         if self.tracing is not None and parent is not None:
@@ -125,7 +126,6 @@ class Telemetry:
             if span is not None:
                 span.end()
             if self.metrics is not None:
-                key = (("backend", backend),)
                 self.metrics.journal_append_duration.record(time.perf_counter() - started, key)
                 self.metrics.journal_batch_size.record(len(batch), key)
 
@@ -310,6 +310,7 @@ def forward_span(
 
 
 @functools.cache
-def _backend(store_type: type) -> str:
+def _backend_key(store_type: type) -> tuple[tuple[str, str]]:
+    """The journal metrics' series key: `backend` is the store class's name (`sqlite`, `etcd`)."""
     name = store_type.__name__
-    return name.removesuffix("StateStore").lower() or name.lower()
+    return (("backend", name.removesuffix("StateStore").lower() or name.lower()),)

@@ -8,7 +8,6 @@ token (hooks may run in a shielded copy of the context): callers set the previou
 from __future__ import annotations
 
 import re
-import uuid
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -52,8 +51,11 @@ def format_traceparent(trace_id: int, span_id: int, flags: int = 1) -> str:
 
 def run_trace_id(run_id: str) -> int | None:
     """The trace id of a run tree without an incoming trace: the root run id's 128 bits."""
+    digits = run_id.replace("-", "")
+    if len(digits) != 32:
+        return None
     try:
-        value = uuid.UUID(run_id).int
+        value = int(digits, 16)
     except ValueError:
         return None
     return value or None

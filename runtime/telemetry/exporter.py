@@ -1,11 +1,11 @@
 """The one thread that sends telemetry over OTLP/gRPC: spans, log records and metric snapshots.
 
-Spans and log records arrive already encoded (tracing.py, log_export.py). A batch leaves every
-`span_delay_secs`, or as soon as `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` of them wait; at most
-`OTEL_BSP_MAX_QUEUE_SIZE` are held (more are dropped and counted, so a dead collector cannot grow
-the node's memory). Metrics are collected from their source every `metrics_interval_secs`. A
-failed export is logged once per outage and its items are kept for the next attempt while they
-fit. `shutdown()` sends what is left (SIGTERM).
+Log records arrive encoded (log_export.py); ended spans are encoded here, a batch at a time. A
+batch leaves every `span_delay_secs`, or as soon as `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` of them
+wait; at most `OTEL_BSP_MAX_QUEUE_SIZE` are held (more are dropped and counted, so a dead
+collector cannot grow the node's memory). Metrics are collected from their source every
+`metrics_interval_secs`. A failed export is logged once per outage and its items are kept for
+the next attempt while they fit. `shutdown()` sends what is left (SIGTERM).
 
 Standard exporter variables honoured: `OTEL_EXPORTER_OTLP_HEADERS` (and the `_TRACES_`,
 `_METRICS_`, `_LOGS_` forms), `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`,
@@ -22,7 +22,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -66,33 +66,41 @@ def open_channel(endpoint: str) -> grpc.Channel:
     return grpc.insecure_channel(target, compression=compression)
 
 
-class _Batches:
-    """Encoded spans or log records waiting for export, with their request header."""
+class Encodable(Protocol):
+    def encode(self) -> bytes: ...
 
-    def __init__(self, signal: str, call: Export, max_queue: int, max_batch: int) -> None:
+
+class _Batches:
+    """Spans (encoded here, at export) or encoded log records waiting for export, with their
+    request header."""
+
+    def __init__(
+        self, signal: str, call: Export, max_queue: int, max_batch: int, encode: bool
+    ) -> None:
         self.signal = signal
         self.call = call
+        self.encode = encode
         self.metadata = _headers(signal.upper())
         self.max_queue = max_queue
         self.max_batch = max_batch
         self.header: tuple[bytes, bytes] | None = None
-        self.items: collections.deque[bytes] = collections.deque()  # appends are thread-safe
+        self.items: collections.deque[Any] = collections.deque()  # appends are thread-safe
         self.dropped = 0
 
-    def add(self, encoded: bytes) -> bool:
+    def add(self, item: Any) -> bool:
         """Queue one item (called on the event loop: no lock); True when a batch is full."""
         items = self.items
         if len(items) >= self.max_queue:
             self.dropped += 1
             return False
-        items.append(encoded)
+        items.append(item)
         return len(items) == self.max_batch
 
-    def take(self) -> list[bytes]:
+    def take(self) -> list[Any]:
         items = self.items
         return [items.popleft() for _ in range(len(items))]  # what has arrived so far
 
-    def keep(self, unsent: list[bytes]) -> None:
+    def keep(self, unsent: list[Any]) -> None:
         """Items of a failed export go back in front while the queue has room."""
         room = max(0, self.max_queue - len(self.items))
         self.dropped += max(0, len(unsent) - room)
@@ -114,8 +122,8 @@ class OtlpExporter:
         self._channel = open_channel(self.endpoint)
         # No (de)serializers: requests are already encoded and replies are not read.
         unary = self._channel.unary_unary
-        self.spans = _Batches("traces", unary(TRACE_EXPORT), max_queue, max_batch)
-        self.logs = _Batches("logs", unary(LOGS_EXPORT), max_queue, max_batch)
+        self.spans = _Batches("traces", unary(TRACE_EXPORT), max_queue, max_batch, encode=True)
+        self.logs = _Batches("logs", unary(LOGS_EXPORT), max_queue, max_batch, encode=False)
         self._send_metrics: Export = unary(METRICS_EXPORT)
         self._metrics_metadata = _headers("METRICS")
         self._thread = threading.Thread(target=self._run, name="stepflow-otlp", daemon=True)
@@ -125,9 +133,9 @@ class OtlpExporter:
     def dropped_spans(self) -> int:
         return self.spans.dropped
 
-    def add_span(self, encoded: bytes) -> None:
-        """Called for every ended span."""
-        if self.spans.add(encoded):
+    def add_span(self, span: Encodable) -> None:
+        """Called for every ended span (encoded in this thread, at export)."""
+        if self.spans.add(span):
             self._wake.set()
 
     def add_log(self, encoded: bytes) -> None:
@@ -166,7 +174,8 @@ class OtlpExporter:
 
         for start in range(0, len(batch), batches.max_batch):
             chunk = batch[start : start + batches.max_batch]
-            request = otlp_wire.export_request(header, chunk)
+            encoded = [item.encode() for item in chunk] if batches.encode else chunk
+            request = otlp_wire.export_request(header, encoded)
             if not self._send(batches.signal, batches.call, request, batches.metadata):
                 batches.keep(batch[start:])
                 return

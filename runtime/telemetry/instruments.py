@@ -24,7 +24,7 @@ Attributes = Mapping[str, AttributeValue]
 SeriesKey = tuple[tuple[str, AttributeValue], ...]
 Observe = Callable[[], Iterable[tuple[float, Attributes]]]
 
-Instrument = TypeVar("Instrument", "Sum", "ObservedSum", "Histogram")
+Instrument = TypeVar("Instrument", "Sum", "ObservedSum", "Histogram", "HistogramCount")
 
 
 def series_key(attributes: Attributes | SeriesKey | None) -> SeriesKey:
@@ -42,7 +42,7 @@ class Sum:
         self._lock = threading.Lock()
 
     def add(self, amount: float, attributes: Attributes | SeriesKey | None = None) -> None:
-        key = series_key(attributes)
+        key = attributes if type(attributes) is tuple else series_key(attributes)
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
@@ -83,7 +83,7 @@ class Histogram:
         self._lock = threading.Lock()
 
     def record(self, value: float, attributes: Attributes | SeriesKey | None = None) -> None:
-        key = series_key(attributes)
+        key = attributes if type(attributes) is tuple else series_key(attributes)
         index = bisect.bisect_left(self.bounds, value)
         with self._lock:
             series = self._series.get(key)
@@ -105,13 +105,27 @@ class Histogram:
             ]
 
 
+class HistogramCount:
+    """A counter that is a histogram's per-series record count. `step.executions_total` counts
+    exactly the `step.duration_seconds` records, so one record per step attempt feeds both."""
+
+    monotonic = True
+
+    def __init__(self, name: str, description: str, unit: str, histogram: Histogram) -> None:
+        self.name, self.description, self.unit = name, description, unit
+        self.histogram = histogram
+
+    def points(self) -> list[tuple[SeriesKey, float]]:
+        return [(key, count) for key, count, *_ in self.histogram.points()]
+
+
 class Meter:
     """The instruments of one process and their OTLP export."""
 
     def __init__(self, resource: Mapping[str, AttributeValue], scope: str, version: str) -> None:
         self.resource, self.scope, self.version = resource, scope, version
         self.start_ns = time.time_ns()
-        self._instruments: list[Sum | ObservedSum | Histogram] = []
+        self._instruments: list[Sum | ObservedSum | Histogram | HistogramCount] = []
 
     def counter(self, name: str, description: str, unit: str = "1") -> Sum:
         return self._add(Sum(name, description, unit, monotonic=True))
@@ -128,6 +142,9 @@ class Meter:
         self, name: str, description: str, bounds: Iterable[float], unit: str = "s"
     ) -> Histogram:
         return self._add(Histogram(name, description, unit, bounds))
+
+    def count_of(self, histogram: Histogram, name: str, description: str) -> HistogramCount:
+        return self._add(HistogramCount(name, description, "1", histogram))
 
     def _add(self, instrument: Instrument) -> Instrument:
         self._instruments.append(instrument)

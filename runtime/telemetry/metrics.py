@@ -48,8 +48,8 @@ class Metrics:
             "workflow_duration_seconds", "Root run duration, creation to completion"
         )
         self.workflow_started = counter("workflow_started_total", "Root runs started")
-        self.step_executions = counter("step.executions_total", "Step attempts by outcome")
         self.step_duration = histogram("step.duration_seconds", "Duration of one step attempt")
+        meter.count_of(self.step_duration, "step.executions_total", "Step attempts by outcome")
         self.step_retries = counter("step.retries_total", "Step attempts that will be retried")
         self.step_retries_exhausted = counter(
             "step.retries_exhausted_total", "Retryable step failures with no retry budget left"
@@ -126,8 +126,7 @@ class Metrics:
             key = self._attempt_keys[(component, ok)] = (
                 ("component", component), ("outcome", outcome),
             )  # fmt: skip
-        self.step_executions.add(1, key)
-        self.step_duration.record(seconds, key)
+        self.step_duration.record(seconds, key)  # also counts step.executions_total
         if ok:
             self._failures.pop(component, None)
             return

@@ -1,8 +1,9 @@
 """The executor observer behind traces, step/workflow metrics and the log context of a run.
 
 `run_execution` is one span per executor (root run with its sub-runs); `step` is one span per task
-attempt, a child of `run_execution`, current in the step's task while its plugin runs (so the grpc
-plugin can hand its ids to the worker and log records carry them). Hooks never suspend.
+attempt, a child of `run_execution` (a sub-run's steps: of the step that started the sub-run),
+current in the step's task while its plugin runs (so the grpc plugin can hand its ids to the worker
+and log records carry them). Hooks never suspend.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .context import parse_traceparent as _parse
 if TYPE_CHECKING:
     from . import Telemetry
     from .metrics import Metrics
+    from .otlp_wire import AttributeValue
     from .tracing import Tracing
 
 
@@ -36,12 +38,10 @@ class _Run:
     previous_log: LogContext | None = None
 
 
-@dataclass(slots=True)
-class _Attempt:
-    span: Any
-    started: float  # perf counter
-    previous_span: Any
-    step_log: LogContext
+# What `attempt_finished` gets back from `attempt_started`: the step span (None without tracing),
+# the span current before it, the perf counter at the start, and the component as the flow names
+# it (`/python/shout`: one label across plugins). A plain tuple: one is made per step attempt.
+_Attempt = tuple[Any, Any, float, str]
 
 
 @dataclass
@@ -60,7 +60,6 @@ class TelemetryObserver(RunObserver):
     _sub_runs: weakref.WeakKeyDictionary[RunExecution, _SubRun] = field(
         default_factory=weakref.WeakKeyDictionary
     )
-    _attempts: dict[int, _Attempt] = field(default_factory=dict)
 
     # -- runs --------------------------------------------------------------------------------------
 
@@ -143,51 +142,46 @@ class TelemetryObserver(RunObserver):
 
     # -- attempts ----------------------------------------------------------------------------------
 
-    async def attempt_started(self, run: RunExecution, call: StepCall) -> None:
-        root = self._runs.get(run.root)
+    def attempt_started(self, run: RunExecution, call: StepCall) -> _Attempt:
+        step = run.flow.steps_by_id.get(call.step_id)
+        component = step.component if step is not None else call.component
+        parent = current_span.get()  # the run's span (a sub-run's: the step that started it)
         span = None
         if self.tracing is not None:
-            span = self.tracing.start_child(
-                "step",
-                root.span if root is not None else None,
-                {
-                    "step_id": call.step_id,
-                    "component": _component(run, call),
-                    "run_id": call.run_id,
-                    "stepflow.task_id": call.task_id,
-                    "stepflow.attempt": call.attempt,
-                },
-            )
-        previous_log = log_context.get()
-        outer = previous_log or LogContext(run.run_id, run.flow_id)
-        # The step's ids for log records; while the step span is current the log filter takes the
-        # span id from it, and after the attempt (a retry notice) the run's span id applies.
-        step_log = LogContext(
-            call.run_id, call.flow_id, call.step_id, outer.trace_id, outer.span_id
-        )
-        self._attempts[id(call)] = _Attempt(span, time.perf_counter(), current_span.get(), step_log)
-        log_context.set(step_log)
-        if span is not None:
+            attributes: dict[str, AttributeValue] = {
+                "step_id": call.step_id,
+                "component": component,
+                "run_id": call.run_id,
+                "stepflow.task_id": call.task_id,
+                "stepflow.attempt": call.attempt,
+            }
+            span = self.tracing.start_child("step", parent, attributes)
             current_span.set(span)
+        outer = log_context.get() or LogContext(run.run_id, run.flow_id)
+        # The step's ids for log records (the log filter takes the span id from the step span).
+        log_context.set(
+            LogContext(call.run_id, call.flow_id, call.step_id, outer.trace_id, outer.span_id)
+        )
+        return span, parent, time.perf_counter(), component
 
-    async def attempt_finished(
-        self, run: RunExecution, call: StepCall, result: FlowResult | None
+    def attempt_finished(
+        self, run: RunExecution, call: StepCall, result: FlowResult | None, started: _Attempt
     ) -> None:
-        attempt = self._attempts.pop(id(call), None)
-        if attempt is None:
-            return
-        seconds = time.perf_counter() - attempt.started
-        if attempt.span is not None:
-            outcome = "cancelled" if result is None else "success" if result.ok else "failed"
-            attempt.span.set_attribute("stepflow.outcome", outcome)
-            if result is not None and result.error is not None:
-                attempt.span.set_attribute("stepflow.error_code", result.error.code)
-                attempt.span.set_error(result.error.message[:200])
-            attempt.span.end()
+        span, parent, perf_start, component = started
+        if span is not None:
+            if result is None:
+                span.set_attribute("stepflow.outcome", "cancelled")
+            elif result.error is None:
+                span.set_attribute("stepflow.outcome", "success")
+            else:
+                span.set_attribute("stepflow.outcome", "failed")
+                span.set_attribute("stepflow.error_code", result.error.code)
+                span.set_error(result.error.message[:200])
+            span.end()
+            current_span.set(parent)  # a retry's span is the run's child too, not this one's
         if self.metrics is not None and result is not None:
-            self.metrics.attempt_finished(_component(run, call), result.ok, seconds)
-        current_span.set(attempt.previous_span)
-        log_context.set(attempt.step_log)  # the step's task: later records keep its ids
+            seconds = time.perf_counter() - perf_start
+            self.metrics.attempt_finished(component, result.error is None, seconds)
 
     # -- retries -----------------------------------------------------------------------------------
 
@@ -209,12 +203,6 @@ class TelemetryObserver(RunObserver):
         if self.metrics is not None:
             attributes = {"reason": reason, "component": step.component}
             self.metrics.step_retries_exhausted.add(1, attributes)
-
-
-def _component(run: RunExecution, call: StepCall) -> str:
-    """The step's component as the flow names it (`/python/shout`): one label across plugins."""
-    step = run.flow.steps_by_id.get(call.step_id)
-    return step.component if step is not None else call.component
 
 
 def _trace_hex(span: Any, traceparent: str | None, run_id: str) -> str | None:

@@ -11,17 +11,23 @@ Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto` and `commo
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Iterable, Mapping
 
 AttributeValue = str | bool | int | float
 
-_FIXED64_PAIR = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8) timestamps
+# trace id (field 1, 16 bytes) and span id (field 2, 8 bytes), big-endian as OTLP's bytes are
+_IDS = struct.Struct(">2sQQ2sQ").pack
+_PARENT = struct.Struct(">2sQ").pack  # parent span id (field 4)
+_LOW64 = 0xFFFF_FFFF_FFFF_FFFF
+_TIMESTAMPS = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8): fixed64
 _DOUBLE = struct.Struct("<d").pack
 _ATTRIBUTE_CACHE_LIMIT = 8192
-_CACHEABLE_CHARS = 128  # longer strings are one-offs; caching them would only hold memory
-_encoded_attributes: dict[tuple[bytes, str, AttributeValue, type], bytes] = {}
+_CACHEABLE_CHARS = 32  # longer strings (uuids, messages, stack traces) rarely repeat
+# per field tag: (key, value, value type) → the encoded field
+_encoded_attributes: dict[bytes, dict[tuple[str, AttributeValue, type], bytes]] = {}
+_key_fields: dict[str, bytes] = {}
+_NAME_FIELDS: dict[str, bytes] = {}
 
 SPAN_KIND_INTERNAL = 1
 STATUS_ERROR = 2
@@ -33,6 +39,8 @@ _ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 def varint(value: int) -> bytes:
     if value < 0x80:
         return _ONE_BYTE[value]
+    if value < 0x4000:  # a span's or a batch's length: two bytes
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -64,22 +72,43 @@ def key_value(key: str, value: AttributeValue) -> bytes:
 
 
 def attributes(tag: bytes, values: Mapping[str, AttributeValue]) -> list[bytes]:
-    """Each attribute as a `tag` field. Most pairs (component, step id, attempt, node) repeat from
-    span to span, so their encoding is cached; the cache starts over when full (unique ids) and
-    never holds long strings, so its memory stays bounded (~8k short entries)."""
+    """Each attribute as a `tag` field. Short values (component, step id, attempt, outcome) repeat
+    from span to span, so their encoding is cached per tag; a cache starts over when full, so its
+    memory stays bounded (~8k short entries). Longer strings (ids that occur once, messages) take
+    the direct path, which costs about what a cache insert would."""
+    cache = _encoded_attributes.get(tag)
+    if cache is None or len(cache) >= _ATTRIBUTE_CACHE_LIMIT:
+        cache = _encoded_attributes[tag] = {}
     out = []
     for key, value in values.items():
-        if type(value) is str and len(value) > _CACHEABLE_CHARS:  # a message, a stack trace
-            out.append(field(tag, key_value(key, value)))
+        kind = type(value)
+        if kind is str and len(value) > _CACHEABLE_CHARS:  # type: ignore[arg-type]
+            out.append(_string_attribute(tag, key, value))  # type: ignore[arg-type]
             continue
-        cache_key = (tag, key, value, type(value))  # the type: True == 1 but encodes differently
-        cached = _encoded_attributes.get(cache_key)
+        cache_key = (key, value, kind)  # the type: True == 1 but encodes differently
+        cached = cache.get(cache_key)
         if cached is None:
-            if len(_encoded_attributes) >= _ATTRIBUTE_CACHE_LIMIT:
-                _encoded_attributes.clear()
-            cached = _encoded_attributes[cache_key] = field(tag, key_value(key, value))
+            cached = cache[cache_key] = field(tag, key_value(key, value))
         out.append(cached)
     return out
+
+
+def _string_attribute(tag: bytes, key: str, value: str) -> bytes:
+    """`field(tag, key_value(key, value))` for a string value, with the key's bytes cached."""
+    key_field = _key_fields.get(key)
+    if key_field is None:
+        if len(_key_fields) >= _ATTRIBUTE_CACHE_LIMIT:
+            _key_fields.clear()
+        key_field = _key_fields[key] = field(b"\x0a", key.encode())
+    data = value.encode()
+    size = len(data)
+    total = len(key_field) + size + 4  # + the value's two tag and two length bytes
+    if total < 0x80:  # every length fits one byte: an id
+        return b"".join(
+            (tag, _ONE_BYTE[total], key_field, b"\x12", _ONE_BYTE[size + 2], b"\x0a",
+             _ONE_BYTE[size], data)
+        )  # fmt: skip
+    return field(tag, key_field + field(b"\x12", field(b"\x0a", data)))
 
 
 def span(
@@ -93,14 +122,16 @@ def span(
     events: Iterable[tuple[int, str, Mapping[str, AttributeValue]]] = (),
     error_message: str | None = None,
 ) -> bytes:
-    """One `Span` (kind INTERNAL) as the bytes of a `ScopeSpans.spans` entry (field 2)."""
+    """One `Span` (kind INTERNAL) as the bytes of a `ScopeSpans.spans` entry (field 2).
+
+    Written for few calls: a span ends for every step attempt and journal write."""
     parts = [
-        b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big"),
-        b"\x22\x08" + parent_span_id.to_bytes(8, "big") if parent_span_id else b"",
-        _name_field(name),
-        _FIXED64_PAIR(0x39, start_ns, 0x41, end_ns),
+        _IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id),
+        _PARENT(b"\x22\x08", parent_span_id) if parent_span_id else b"",
+        _NAME_FIELDS.get(name) or _name_field(name),
+        _TIMESTAMPS(0x39, start_ns, 0x41, end_ns),
+        *attributes(b"\x4a", span_attributes),
     ]
-    parts += attributes(b"\x4a", span_attributes)
     for time_ns, event_name, event_attributes in events:
         event = [b"\x09", time_ns.to_bytes(8, "little"), field(b"\x12", event_name.encode())]
         event += attributes(b"\x1a", event_attributes)
@@ -108,13 +139,17 @@ def span(
     if error_message is not None:
         status = field(b"\x12", error_message.encode()) + b"\x18" + varint(STATUS_ERROR)
         parts.append(field(b"\x7a", status))
-    return field(b"\x12", b"".join(parts))
+    body = b"".join(parts)
+    size = len(body)
+    return b"\x12" + (_ONE_BYTE[size] if size < 0x80 else varint(size)) + body
 
 
-@functools.lru_cache(maxsize=64)
 def _name_field(name: str) -> bytes:
     """Span name (field 5) and kind INTERNAL (field 6): a handful of names, encoded once."""
-    return field(b"\x2a", name.encode()) + b"\x30\x01"
+    encoded = field(b"\x2a", name.encode()) + b"\x30\x01"
+    if len(_NAME_FIELDS) < 64:
+        _NAME_FIELDS[name] = encoded
+    return encoded
 
 
 def resource_header(

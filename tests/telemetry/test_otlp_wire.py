@@ -77,8 +77,8 @@ class _Collect:
         self.encoded: list[bytes] = []
         self.header = otlp_wire.resource_header({"service.name": "t"}, "stepflow", "1")
 
-    def add_span(self, encoded: bytes) -> None:
-        self.encoded.append(encoded)
+    def add_span(self, span: Span) -> None:
+        self.encoded.append(span.encode())
 
     def request(self) -> trace_service_pb2.ExportTraceServiceRequest:
         return trace_service_pb2.ExportTraceServiceRequest.FromString(
@@ -227,4 +227,5 @@ def test_long_attribute_values_are_encoded_but_not_kept_in_the_cache() -> None:
     )
     (record,) = request.resource_logs[0].scope_logs[0].log_records
     assert record.attributes[0].value.string_value == trace
-    assert all(trace not in key for key in otlp_wire._encoded_attributes)
+    cached = [key for by_tag in otlp_wire._encoded_attributes.values() for key in by_tag]
+    assert cached and all(trace not in key for key in cached)
