@@ -187,7 +187,8 @@ def run_observers() -> list[RunObserver]:
         return []
     from .observer import TelemetryObserver
 
-    return [TelemetryObserver(active.tracing, active.metrics, active)]
+    log_ids = active.log_context or active.log_handler is not None
+    return [TelemetryObserver(active.tracing, active.metrics, active, log_ids)]
 
 
 def broker_metrics(broker: TaskBroker) -> metrics.Metrics | None:

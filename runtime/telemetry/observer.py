@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 class _Run:
     span: Any  # the tree's `run_execution` span (None without tracing)
     started: float  # wall clock, for workflow_duration_seconds
-    trace_id: str | None  # hex, for log records when tracing is off
     previous_span: Any = None
     previous_log: LogContext | None = None
 
@@ -54,6 +53,9 @@ class TelemetryObserver(RunObserver):
     tracing: Tracing | None
     metrics: Metrics | None
     owner: Telemetry | None = None  # node id and region, known once the node has started
+    # Whether anything reads the run's ids off log records (JSON or OTLP logs); plain text logs
+    # do not, and then no LogContext is made per run and per step attempt.
+    log_ids: bool = True
     _runs: weakref.WeakKeyDictionary[RunExecution, _Run] = field(
         default_factory=weakref.WeakKeyDictionary
     )
@@ -65,6 +67,8 @@ class TelemetryObserver(RunObserver):
 
     async def run_started(self, run: RunExecution) -> None:
         if run.parent is not None:
+            if not self.log_ids:
+                return
             self._sub_runs[run] = _SubRun(log_context.get())
             outer = log_context.get() or LogContext()
             log_context.set(
@@ -87,17 +91,17 @@ class TelemetryObserver(RunObserver):
             if owner is not None and owner.region:
                 attributes["stepflow.region"] = owner.region
             span = self.tracing.start_run_span("run_execution", run.run_id, traceparent, attributes)
-        trace_id = _trace_hex(span, traceparent, run.run_id)
         started = time.time()
         if recovered is not None and recovered.created_at:
             started = _epoch(recovered.created_at) or started
         elif self.metrics is not None:
             self.metrics.workflow_started.add(1)
-        info = _Run(span, started, trace_id, current_span.get(), log_context.get())
-        self._runs[run] = info
+        self._runs[run] = _Run(span, started, current_span.get(), log_context.get())
         current_span.set(span)
-        span_hex = f"{span.get_span_context().span_id:016x}" if span is not None else None
-        log_context.set(LogContext(run.run_id, run.flow_id, None, trace_id, span_hex))
+        if self.log_ids:
+            trace_id = _trace_hex(span, traceparent, run.run_id)
+            span_hex = f"{span.span_id:016x}" if span is not None else None
+            log_context.set(LogContext(run.run_id, run.flow_id, None, trace_id, span_hex))
 
     async def tasks_started(self, run: RunExecution, tasks: Sequence[TaskStart]) -> None:
         """A recovered tree re-dispatching a journalled in-flight task: a recovery retry."""
@@ -157,11 +161,11 @@ class TelemetryObserver(RunObserver):
             }
             span = self.tracing.start_child("step", parent, attributes)
             current_span.set(span)
-        outer = log_context.get() or LogContext(run.run_id, run.flow_id)
-        # The step's ids for log records (the log filter takes the span id from the step span).
-        log_context.set(
-            LogContext(call.run_id, call.flow_id, call.step_id, outer.trace_id, outer.span_id)
-        )
+        if self.log_ids:  # the step's ids for log records (the span id comes from the span)
+            outer = log_context.get() or LogContext(run.run_id, run.flow_id)
+            log_context.set(
+                LogContext(call.run_id, call.flow_id, call.step_id, outer.trace_id, outer.span_id)
+            )
         return span, parent, time.perf_counter(), component
 
     def attempt_finished(
