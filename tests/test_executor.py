@@ -18,7 +18,7 @@ import pytest
 from stepflow_mesh.runtime.config import Config, parse_config
 from stepflow_mesh.runtime.engine import RunOutcome, Runtime
 from stepflow_mesh.runtime.errors import FlowResult, PluginError, UserError
-from stepflow_mesh.runtime.executor import RunExecution, RunObserver, TaskStart
+from stepflow_mesh.runtime.executor import RunExecution, RunObserver, TaskStart, _implements
 from stepflow_mesh.runtime.expressions import Env
 from stepflow_mesh.runtime.model import Flow, Step, parse_flow
 from stepflow_mesh.runtime.overrides import apply_overrides, merge_patch
@@ -615,6 +615,39 @@ async def test_retry_until_success(h: Harness, code: str) -> None:
     assert [e.attempt for e in starts] == [1, 2, 3]
     assert {e.task_id for e in starts} == {calls[0].task_id}
     assert h.probe.prepare_retries == 0  # component retries do not restart workers
+
+
+class AttemptPairs(RunObserver):
+    """Implements only the attempt hooks: what `attempt_started` returns must come back."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[int, int, bool]] = []  # (started attempt, finished attempt, ok)
+
+    def attempt_started(self, run: RunExecution, call: StepCall) -> int:
+        return call.attempt
+
+    def attempt_finished(
+        self, run: RunExecution, call: StepCall, result: FlowResult | None, started: Any
+    ) -> None:
+        self.pairs.append((started, call.attempt, result is not None and result.ok))
+
+
+async def test_attempt_hooks_pair_up_per_attempt_and_only_implemented_hooks_are_called() -> None:
+    pairs = AttemptPairs()
+    flow = {
+        "steps": [
+            step("s", "/probe/flaky", {"failures": 2}, onError={"action": "retry", "maxRetries": 3})
+        ],
+        "output": {"$step": "s"},
+    }
+    async with Runtime(make_config(), observers=[pairs]) as runtime:
+        outcome = await asyncio.wait_for(runtime.run(parse_flow(flow, "f.yaml"), [None]), GUARD)
+        assert outcome.results[0].ok
+    assert pairs.pairs == [(1, 1, False), (2, 2, False), (3, 3, True)]
+    hooks = {"run_started", "steps_needed", "tasks_started", "tasks_completed", "run_completed"}
+    assert not any(_implements(AttemptPairs, hook) for hook in hooks)
+    assert _implements(AttemptPairs, "attempt_started")
+    assert _implements(Recorder, "tasks_completed")  # through `task_completed`
 
 
 async def test_retry_gives_up_after_max_retries(h: Harness) -> None:
