@@ -199,5 +199,6 @@ class Meter:
 
 
 def _key_values(common: Any, items: Iterable[tuple[str, AttributeValue]]) -> list[Any]:
-    """Attributes as `KeyValue` messages, from the span encoder's (cached) wire bytes."""
+    """Attributes as `KeyValue` messages, parsed from the span encoder's wire bytes (one
+    encoding of attribute values for spans, logs and metrics)."""
     return [common.KeyValue.FromString(otlp_wire.key_value(key, value)) for key, value in items]
