@@ -592,6 +592,7 @@ _PAIRED_HOOKS = {
 }
 
 
+# A dict rather than functools.cache: mypy rejects class objects as `Hashable` cache arguments.
 _implemented: dict[tuple[type, str], bool] = {}
 
 

@@ -42,7 +42,7 @@ class Sum:
         self._lock = threading.Lock()
 
     def add(self, amount: float, attributes: Attributes | SeriesKey | None = None) -> None:
-        key = attributes if type(attributes) is tuple else series_key(attributes)
+        key = series_key(attributes)
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
@@ -83,7 +83,7 @@ class Histogram:
         self._lock = threading.Lock()
 
     def record(self, value: float, attributes: Attributes | SeriesKey | None = None) -> None:
-        key = attributes if type(attributes) is tuple else series_key(attributes)
+        key = series_key(attributes)
         index = bisect.bisect_left(self.bounds, value)
         with self._lock:
             series = self._series.get(key)

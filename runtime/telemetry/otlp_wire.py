@@ -125,7 +125,7 @@ def span(
 ) -> bytes:
     """One `Span` (kind INTERNAL) as the bytes of a `ScopeSpans.spans` entry (field 2).
 
-    Written for few calls: a span ends for every step attempt and journal write."""
+    Called for every ended span (each step attempt, each journal write), hence the cached parts."""
     parts = [
         _IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id),
         _PARENT(b"\x22\x08", parent_span_id) if parent_span_id else b"",
