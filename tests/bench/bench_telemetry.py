@@ -92,6 +92,11 @@ def measure(endpoint: str | None, seconds: float, sleep_ms: int) -> float:
         telemetry.shutdown()
 
 
+def in_turn(index: int) -> tuple[bool, bool]:
+    """Telemetry off then on for even pairs, on then off for odd ones."""
+    return (False, True) if index % 2 == 0 else (True, False)
+
+
 async def node_pairs(endpoint: str, slices: int, seconds: float) -> dict[str, list[Pair]]:
     """(off, on) runs/s of two nodes started side by side, one exporting telemetry to `endpoint`,
     loaded in turn for `seconds` at a time: each pair's slices are adjacent, so this VM's slow
@@ -101,22 +106,23 @@ async def node_pairs(endpoint: str, slices: int, seconds: float) -> dict[str, li
     slice (~10 ms of CPU against a 2 s slice: favours "on" by well under 1%)."""
     import tempfile
 
-    from bench_node import echo_flow, measure, noop_flow, start_node
+    import bench_node
 
     flags = ["--trace-enabled", "--metrics-enabled", "--otlp-endpoint", endpoint]
     pairs: dict[str, list[Pair]] = {"echo": [], "noop": []}
     with tempfile.TemporaryDirectory() as off_dir, tempfile.TemporaryDirectory() as on_dir:
-        off_node, off_ports = start_node(Path(off_dir))
-        on_node, on_ports = start_node(Path(on_dir), flags)
-        targets = (f"127.0.0.1:{off_ports['port']}", f"127.0.0.1:{on_ports['port']}")
+        off_node, off_ports = bench_node.start_node(Path(off_dir))
+        on_node, on_ports = bench_node.start_node(Path(on_dir), flags)
+        targets = {False: f"127.0.0.1:{off_ports['port']}", True: f"127.0.0.1:{on_ports['port']}"}
+        flows = (("echo", bench_node.echo_flow()), ("noop", bench_node.noop_flow(WIDTH)))
         try:
-            for name, flow in (("echo", echo_flow()), ("noop", noop_flow(WIDTH))):
+            for name, flow in flows:
                 for index in range(slices):
                     rates = {}
-                    for mode in (0, 1) if index % 2 == 0 else (1, 0):
-                        figures = await measure(targets[mode], flow, 32, seconds)
-                        rates[mode] = figures["runs_per_s"]
-                    pairs[name].append((rates[0], rates[1]))
+                    for on in in_turn(index):
+                        figures = await bench_node.measure(targets[on], flow, 32, seconds)
+                        rates[on] = figures["runs_per_s"]
+                    pairs[name].append((rates[False], rates[True]))
         finally:
             for node in (off_node, on_node):
                 node.terminate()
@@ -129,7 +135,7 @@ def engine_pairs(endpoint: str, slices: int, seconds: float, sleep_ms: int) -> l
     pairs = []
     for index in range(slices):
         rates = {}
-        for on in (False, True) if index % 2 == 0 else (True, False):
+        for on in in_turn(index):
             rates[on] = measure(endpoint if on else None, seconds, sleep_ms)
         pairs.append((rates[False], rates[True]))
     return pairs
