@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from ..state.events import Event
     from ..worker_api.broker import TaskBroker
     from .exporter import OtlpExporter
+    from .instruments import Series
+    from .otlp_wire import AttributeValue
     from .tracing import Tracing
 
 log = logging.getLogger("stepflow.telemetry")
@@ -75,6 +77,7 @@ class Telemetry:
         self.metrics: metrics.Metrics | None = None
         self.exporter: OtlpExporter | None = None
         self.log_handler: logging.Handler | None = None
+        self._journal_series_by_store: dict[type, tuple[Series, Series]] = {}
         if not settings.active:
             return
         from ..version import VERSION
@@ -109,16 +112,15 @@ class Telemetry:
         self, store: StateStore, root_run_id: str, batch: Sequence[Event], owner: str | None
     ) -> list[int]:
         """`store.append` inside a `journal.append` span, timed for the journal.* metrics."""
-        key = _backend_key(type(store))
-        backend = key[0][1]
         span = None
         parent = current_span.get()
         if self.tracing is not None and parent is not None:
-            span = self.tracing.start_child(
-                "journal.append",
-                parent,
-                {"stepflow.events": len(batch), "stepflow.backend": backend},
-            )
+            backend = _backend_name(type(store))
+            attributes: dict[str, AttributeValue] = {
+                "stepflow.events": len(batch),
+                "stepflow.backend": backend,
+            }
+            span = self.tracing.start_child("journal.append", parent, attributes)
         started = time.perf_counter()
         try:
             return await store.append(root_run_id, list(batch), owner=owner)
@@ -126,8 +128,22 @@ class Telemetry:
             if span is not None:
                 span.end()
             if self.metrics is not None:
-                self.metrics.journal_append_duration.record(time.perf_counter() - started, key)
-                self.metrics.journal_batch_size.record(len(batch), key)
+                duration, size = self._journal_series(type(store))
+                duration.record(time.perf_counter() - started)
+                size.record(len(batch))
+
+    def _journal_series(self, store_type: type) -> tuple[Series, Series]:
+        """The journal.* histogram series of a store class (`backend`: sqlite, etcd, ...)."""
+        found = self._journal_series_by_store.get(store_type)
+        if found is None:
+            assert self.metrics is not None
+            key = (("backend", _backend_name(store_type)),)
+            found = (
+                self.metrics.journal_append_duration.series(key),
+                self.metrics.journal_batch_size.series(key),
+            )
+            self._journal_series_by_store[store_type] = found
+        return found
 
 
 active: Telemetry | None = None
@@ -311,7 +327,7 @@ def forward_span(
 
 
 @functools.cache
-def _backend_key(store_type: type) -> tuple[tuple[str, str]]:
-    """The journal metrics' series key: `backend` is the store class's name (`sqlite`, `etcd`)."""
+def _backend_name(store_type: type) -> str:
+    """The journal's `backend` attribute: the store class's name (`sqlite`, `etcd`)."""
     name = store_type.__name__
-    return (("backend", name.removesuffix("StateStore").lower() or name.lower()),)
+    return name.removesuffix("StateStore").lower() or name.lower()

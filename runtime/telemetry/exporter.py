@@ -75,7 +75,13 @@ class _Batches:
     request header."""
 
     def __init__(
-        self, signal: str, call: Export, max_queue: int, max_batch: int, encode: bool
+        self,
+        signal: str,
+        call: Export,
+        max_queue: int,
+        max_batch: int,
+        encode: bool,
+        full: threading.Event,
     ) -> None:
         self.signal = signal
         self.call = call
@@ -86,15 +92,17 @@ class _Batches:
         self.header: tuple[bytes, bytes] | None = None
         self.items: collections.deque[Any] = collections.deque()  # appends are thread-safe
         self.dropped = 0
+        self._full = full  # set when a whole batch waits: the exporter sends it at once
 
-    def add(self, item: Any) -> bool:
-        """Queue one item (called on the event loop: no lock); True when a batch is full."""
+    def add(self, item: Any) -> None:
+        """Queue one item (called on the event loop for every ended span: no lock)."""
         items = self.items
         if len(items) >= self.max_queue:
             self.dropped += 1
-            return False
+            return
         items.append(item)
-        return len(items) == self.max_batch
+        if len(items) == self.max_batch:
+            self._full.set()
 
     def take(self) -> list[Any]:
         items = self.items
@@ -122,8 +130,12 @@ class OtlpExporter:
         self._channel = open_channel(self.endpoint)
         # No (de)serializers: requests are already encoded and replies are not read.
         unary = self._channel.unary_unary
-        self.spans = _Batches("traces", unary(TRACE_EXPORT), max_queue, max_batch, encode=True)
-        self.logs = _Batches("logs", unary(LOGS_EXPORT), max_queue, max_batch, encode=False)
+        wake = self._wake
+        self.spans = _Batches("traces", unary(TRACE_EXPORT), max_queue, max_batch, True, wake)
+        self.logs = _Batches("logs", unary(LOGS_EXPORT), max_queue, max_batch, False, wake)
+        # Called for every ended span (encoded in this thread, at export) and log record.
+        self.add_span: Callable[[Encodable], None] = self.spans.add
+        self.add_log: Callable[[bytes], None] = self.logs.add
         self._send_metrics: Export = unary(METRICS_EXPORT)
         self._metrics_metadata = _headers("METRICS")
         self._thread = threading.Thread(target=self._run, name="stepflow-otlp", daemon=True)
@@ -132,15 +144,6 @@ class OtlpExporter:
     @property
     def dropped_spans(self) -> int:
         return self.spans.dropped
-
-    def add_span(self, span: Encodable) -> None:
-        """Called for every ended span (encoded in this thread, at export)."""
-        if self.spans.add(span):
-            self._wake.set()
-
-    def add_log(self, encoded: bytes) -> None:
-        if self.logs.add(encoded):
-            self._wake.set()
 
     def shutdown(self) -> None:
         """Send what is left (each call bounded by the export timeout), then stop the thread."""

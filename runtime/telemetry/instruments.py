@@ -6,7 +6,8 @@ update under a lock (~1 µs); the exporter thread turns the aggregates into an
 `ExportMetricsServiceRequest` (official `opentelemetry.proto` classes) once per interval.
 
 Call sites pass attributes in a fixed key order, so the attribute tuple is the series key as is;
-hot call sites pass that tuple (`series_key`) directly and skip building a dict per point.
+per-task call sites pass that tuple directly, and per-step ones hold on to their histogram
+`Series` and skip the lookup.
 """
 
 from __future__ import annotations
@@ -62,15 +63,31 @@ class ObservedSum:
         return [(tuple(attributes.items()), value) for value, attributes in self._observe()]
 
 
-class _Series:
-    __slots__ = ("count", "counts", "max", "min", "total")
+class Series:
+    """One histogram series (one attribute set). Hot call sites hold on to theirs
+    (`Histogram.series`) and record into it without looking it up by its attributes."""
 
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * buckets
+    __slots__ = ("bounds", "count", "counts", "lock", "max", "min", "total")
+
+    def __init__(self, bounds: list[float], lock: threading.Lock) -> None:
+        self.bounds = bounds
+        self.lock = lock  # the histogram's: a snapshot of it sees no half-made record
+        self.counts = [0] * (len(bounds) + 1)
         self.count = 0
         self.total = 0.0
         self.min = float("inf")
         self.max = float("-inf")
+
+    def record(self, value: float) -> None:
+        index = bisect.bisect_left(self.bounds, value)
+        with self.lock:
+            self.counts[index] += 1
+            self.count += 1
+            self.total += value
+            if value < self.min:
+                self.min = value
+            if value > self.max:
+                self.max = value
 
 
 class Histogram:
@@ -79,23 +96,19 @@ class Histogram:
     def __init__(self, name: str, description: str, unit: str, bounds: Iterable[float]) -> None:
         self.name, self.description, self.unit = name, description, unit
         self.bounds = sorted(bounds)
-        self._series: dict[SeriesKey, _Series] = {}
+        self._series: dict[SeriesKey, Series] = {}
         self._lock = threading.Lock()
 
-    def record(self, value: float, attributes: Attributes | SeriesKey | None = None) -> None:
+    def series(self, attributes: Attributes | SeriesKey | None = None) -> Series:
         key = series_key(attributes)
-        index = bisect.bisect_left(self.bounds, value)
-        with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = _Series(len(self.bounds) + 1)
-            series.counts[index] += 1
-            series.count += 1
-            series.total += value
-            if value < series.min:
-                series.min = value
-            if value > series.max:
-                series.max = value
+        found = self._series.get(key)
+        if found is None:
+            with self._lock:
+                found = self._series.setdefault(key, Series(self.bounds, self._lock))
+        return found
+
+    def record(self, value: float, attributes: Attributes | SeriesKey | None = None) -> None:
+        self.series(attributes).record(value)
 
     def points(self) -> list[tuple[SeriesKey, int, float, float, float, list[int]]]:
         with self._lock:

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .instruments import Attributes, Meter, SeriesKey
+from .instruments import Attributes, Meter, Series, SeriesKey
 from .settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -33,7 +33,10 @@ class Metrics:
         self.node_id = settings.node_id or ""
         self._brokers: weakref.WeakSet[TaskBroker] = weakref.WeakSet()
         self._failures: dict[str, int] = {}  # component → consecutive failed attempts
-        self._attempt_keys: dict[tuple[str, bool], SeriesKey] = {}
+        # component → its step.duration_seconds series (failed, success), made at first record
+        self._attempt_series: dict[str, list[Series | None]] = {}
+        self._component_keys: dict[str, SeriesKey] = {}
+        self._queue_keys: dict[str, SeriesKey] = {}
         counter = meter.counter
 
         def histogram(
@@ -120,15 +123,18 @@ class Metrics:
     # -- steps -------------------------------------------------------------------------------------
 
     def attempt_finished(self, component: str, ok: bool, seconds: float) -> None:
-        key = self._attempt_keys.get((component, ok))
-        if key is None:  # one series per component and outcome: built once
-            outcome = "success" if ok else "failed"
-            key = self._attempt_keys[(component, ok)] = (
-                ("component", component), ("outcome", outcome),
-            )  # fmt: skip
-        self.step_duration.record(seconds, key)  # also counts step.executions_total
+        """Called for every step attempt: the series is looked up by the component string alone."""
+        by_outcome = self._attempt_series.get(component)
+        if by_outcome is None:
+            by_outcome = self._attempt_series[component] = [None, None]
+        series = by_outcome[ok]
+        if series is None:
+            attributes = (("component", component), ("outcome", "success" if ok else "failed"))
+            series = by_outcome[ok] = self.step_duration.series(attributes)
+        series.record(seconds)  # also counts step.executions_total
         if ok:
-            self._failures.pop(component, None)
+            if self._failures:
+                self._failures.pop(component, None)
             return
         count = self._failures.get(component, 0) + 1
         self._failures[component] = count
@@ -138,7 +144,7 @@ class Metrics:
     # -- tasks -------------------------------------------------------------------------------------
 
     def task_dispatched(self, task: TrackedTask) -> None:
-        self.tasks_dispatched.add(1, {"queue_name": task.queue})
+        self.tasks_dispatched.add(1, self._queue_key(task.queue))
 
     def task_finished(self, task: TrackedTask) -> None:
         """Called as `dispatch` returns: result, timeout, or cancelled (not counted)."""
@@ -146,27 +152,40 @@ class Metrics:
         future = task.result
         if component is None or not future.done() or future.cancelled():
             return
-        attributes = {"component": component}
+        key = self._component_key(component)
         now = time.monotonic()
         if task.claimed_at is not None:
-            self.task_queue_duration.record(task.claimed_at - task.dispatched_at, attributes)
+            self.task_queue_duration.record(task.claimed_at - task.dispatched_at, key)
         error = future.exception()
         if isinstance(error, TimeoutError):
             if task.claimed_at is None:
-                self.task_queue_timeouts.add(1, attributes)
+                self.task_queue_timeouts.add(1, key)
             else:
-                self.task_execution_timeouts.add(1, attributes)
+                self.task_execution_timeouts.add(1, key)
             return
         if error is not None:
             return
         from ..worker_api.outcomes import Success
 
         if task.claimed_at is not None:
-            self.task_execution_duration.record(now - task.claimed_at, attributes)
+            self.task_execution_duration.record(now - task.claimed_at, key)
         if isinstance(future.result(), Success):
-            self.task_successes.add(1, attributes)
+            self.task_successes.add(1, key)
         else:
-            self.task_failures.add(1, attributes)
+            self.task_failures.add(1, key)
+
+    def _component_key(self, component: str) -> SeriesKey:
+        """The series key `{component}` (built once per component: tasks record several)."""
+        key = self._component_keys.get(component)
+        if key is None:
+            key = self._component_keys[component] = (("component", component),)
+        return key
+
+    def _queue_key(self, queue: str) -> SeriesKey:
+        key = self._queue_keys.get(queue)
+        if key is None:
+            key = self._queue_keys[queue] = (("queue_name", queue),)
+        return key
 
     # -- blobs -------------------------------------------------------------------------------------
 

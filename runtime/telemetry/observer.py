@@ -21,6 +21,7 @@ from ..model import Step
 from ..plugins.base import StepCall
 from .context import LogContext, current_span, incoming_traceparent, log_context, run_trace_id
 from .context import parse_traceparent as _parse
+from .tracing import Span
 
 if TYPE_CHECKING:
     from . import Telemetry
@@ -147,11 +148,14 @@ class TelemetryObserver(RunObserver):
     # -- attempts ----------------------------------------------------------------------------------
 
     def attempt_started(self, run: RunExecution, call: StepCall) -> _Attempt:
+        """Runs for every step attempt, as does `attempt_finished`: kept to a few dict and
+        attribute operations."""
         step = run.flow.steps_by_id.get(call.step_id)
         component = step.component if step is not None else call.component
         parent = current_span.get()  # the run's span (a sub-run's: the step that started it)
         span = None
-        if self.tracing is not None:
+        tracing = self.tracing
+        if tracing is not None:
             attributes: dict[str, AttributeValue] = {
                 "step_id": call.step_id,
                 "component": component,
@@ -159,7 +163,13 @@ class TelemetryObserver(RunObserver):
                 "stepflow.task_id": call.task_id,
                 "stepflow.attempt": call.attempt,
             }
-            span = self.tracing.start_child("step", parent, attributes)
+            if isinstance(parent, Span):
+                span = Span(
+                    tracing.exporter, "step", parent.trace_id, parent.span_id, parent.trace_flags,
+                    attributes,
+                )  # fmt: skip
+            else:
+                span = tracing.start_child("step", parent, attributes)
             current_span.set(span)
         if self.log_ids:  # the step's ids for log records (the span id comes from the span)
             outer = log_context.get() or LogContext(run.run_id, run.flow_id)
@@ -173,13 +183,14 @@ class TelemetryObserver(RunObserver):
     ) -> None:
         span, parent, perf_start, component = started
         if span is not None:
+            attributes = span.attributes  # not ended yet: still only this thread's
             if result is None:
-                span.set_attribute("stepflow.outcome", "cancelled")
+                attributes["stepflow.outcome"] = "cancelled"
             elif result.error is None:
-                span.set_attribute("stepflow.outcome", "success")
+                attributes["stepflow.outcome"] = "success"
             else:
-                span.set_attribute("stepflow.outcome", "failed")
-                span.set_attribute("stepflow.error_code", result.error.code)
+                attributes["stepflow.outcome"] = "failed"
+                attributes["stepflow.error_code"] = result.error.code
                 span.set_error(result.error.message[:200])
             span.end()
             current_span.set(parent)  # a retry's span is the run's child too, not this one's

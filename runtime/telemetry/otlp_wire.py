@@ -23,11 +23,8 @@ _PARENT = struct.Struct(">2sQ").pack  # parent span id (field 4)
 _LOW64 = 0xFFFF_FFFF_FFFF_FFFF
 _TIMESTAMPS = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8): fixed64
 _DOUBLE = struct.Struct("<d").pack
-_ATTRIBUTE_CACHE_LIMIT = 8192
+_CACHE_LIMIT = 1024  # encoded values kept per attribute key (and keys per field tag)
 _CACHEABLE_CHARS = 32  # longer strings (uuids, messages, stack traces) rarely repeat
-# per field tag: (key, value, value type) → the encoded field
-_encoded_attributes: dict[bytes, dict[tuple[str, AttributeValue, type], bytes]] = {}
-_key_fields: dict[str, bytes] = {}
 _NAME_FIELDS: dict[str, bytes] = {}
 
 SPAN_KIND_INTERNAL = 1
@@ -72,44 +69,80 @@ def key_value(key: str, value: AttributeValue) -> bytes:
     return field(b"\x0a", key.encode()) + field(b"\x12", any_value(value))
 
 
-def attributes(tag: bytes, values: Mapping[str, AttributeValue]) -> list[bytes]:
-    """Each attribute as a `tag` field. Short values (component, step id, attempt, outcome) repeat
-    from span to span, so their encoding is cached per tag; a cache starts over when full, so its
-    memory stays bounded (~8k short entries). Longer strings (ids that occur once, messages) take
-    the direct path, which costs about what a cache insert would."""
-    cache = _encoded_attributes.get(tag)
-    if cache is None or len(cache) >= _ATTRIBUTE_CACHE_LIMIT:
-        cache = _encoded_attributes[tag] = {}
-    out = []
-    for key, value in values.items():
+class _KeyCache:
+    """The encoded `KeyValue` fields of one attribute key under one field tag. Most values repeat
+    from span to span: the same object as last time (a run's id on each of its step spans,
+    attempt 1, "success") is one identity check; other short values are looked up by value."""
+
+    __slots__ = ("by_value", "key_field", "last", "last_encoded", "tag")
+
+    def __init__(self, tag: bytes, key: str) -> None:
+        self.tag = tag
+        self.key_field = field(b"\x0a", key.encode())
+        self.by_value: dict[object, bytes] = {}
+        self.last: object = _NOTHING
+        self.last_encoded = b""
+
+    def encode(self, value: AttributeValue) -> bytes:
         kind = type(value)
-        if kind is str and len(value) > _CACHEABLE_CHARS:  # type: ignore[arg-type]
-            out.append(_string_attribute(tag, key, value))  # type: ignore[arg-type]
-            continue
-        cache_key = (key, value, kind)  # the type: True == 1 but encodes differently
-        cached = cache.get(cache_key)
-        if cached is None:
-            cached = cache[cache_key] = field(tag, key_value(key, value))
-        out.append(cached)
+        if kind is str:
+            cache_key: object = value
+            if len(value) > _CACHEABLE_CHARS:  # type: ignore[arg-type]
+                return self._remember(value, self._string(value))  # type: ignore[arg-type]
+        else:
+            cache_key = (kind, value)  # True == 1 == 1.0, but each encodes differently
+        encoded = self.by_value.get(cache_key)
+        if encoded is None:
+            if len(self.by_value) >= _CACHE_LIMIT:
+                self.by_value.clear()
+            encoded = self.by_value[cache_key] = (
+                self._string(value)  # type: ignore[arg-type]
+                if kind is str
+                else field(self.tag, self.key_field + field(b"\x12", any_value(value)))
+            )
+        return self._remember(value, encoded)
+
+    def _remember(self, value: AttributeValue, encoded: bytes) -> bytes:
+        self.last, self.last_encoded = value, encoded
+        return encoded
+
+    def _string(self, value: str) -> bytes:
+        data = value.encode()
+        size = len(data)
+        key_field = self.key_field
+        total = len(key_field) + size + 4  # + the value's two tag and two length bytes
+        if total < 0x80:  # every length fits one byte: an id
+            return b"".join(
+                (self.tag, _ONE_BYTE[total], key_field, b"\x12", _ONE_BYTE[size + 2], b"\x0a",
+                 _ONE_BYTE[size], data)
+            )  # fmt: skip
+        return field(self.tag, key_field + field(b"\x12", field(b"\x0a", data)))
+
+
+_NOTHING = object()
+_key_caches: dict[bytes, dict[str, _KeyCache]] = {}  # field tag → attribute key → its cache
+
+
+def attributes(tag: bytes, values: Mapping[str, AttributeValue]) -> list[bytes]:
+    """Each attribute as a `tag` field."""
+    out: list[bytes] = []
+    add_attributes(out, tag, values)
     return out
 
 
-def _string_attribute(tag: bytes, key: str, value: str) -> bytes:
-    """`field(tag, key_value(key, value))` for a string value, with the key's bytes cached."""
-    key_field = _key_fields.get(key)
-    if key_field is None:
-        if len(_key_fields) >= _ATTRIBUTE_CACHE_LIMIT:
-            _key_fields.clear()
-        key_field = _key_fields[key] = field(b"\x0a", key.encode())
-    data = value.encode()
-    size = len(data)
-    total = len(key_field) + size + 4  # + the value's two tag and two length bytes
-    if total < 0x80:  # every length fits one byte: an id
-        return b"".join(
-            (tag, _ONE_BYTE[total], key_field, b"\x12", _ONE_BYTE[size + 2], b"\x0a",
-             _ONE_BYTE[size], data)
-        )  # fmt: skip
-    return field(tag, key_field + field(b"\x12", field(b"\x0a", data)))
+def add_attributes(out: list[bytes], tag: bytes, values: Mapping[str, AttributeValue]) -> None:
+    """`attributes()` appended to `out`. Runs for every attribute of every span, hence the
+    caches (bounded: a full one starts over)."""
+    caches = _key_caches.get(tag)
+    if caches is None:
+        caches = _key_caches[tag] = {}
+    for key, value in values.items():
+        cache = caches.get(key)
+        if cache is None:
+            if len(caches) >= _CACHE_LIMIT:
+                caches.clear()
+            cache = caches[key] = _KeyCache(tag, key)
+        out.append(cache.last_encoded if value is cache.last else cache.encode(value))
 
 
 def span(
@@ -131,8 +164,8 @@ def span(
         _PARENT(b"\x22\x08", parent_span_id) if parent_span_id else b"",
         _NAME_FIELDS.get(name) or _name_field(name),
         _TIMESTAMPS(0x39, start_ns, 0x41, end_ns),
-        *attributes(b"\x4a", span_attributes),
     ]
+    add_attributes(parts, b"\x4a", span_attributes)
     for time_ns, event_name, event_attributes in events:
         event = [b"\x09", time_ns.to_bytes(8, "little"), field(b"\x12", event_name.encode())]
         event += attributes(b"\x1a", event_attributes)

@@ -25,6 +25,8 @@ from .otlp_wire import AttributeValue
 
 Attributes = dict[str, AttributeValue]
 SAMPLED = 0x01
+_random_bits = random.getrandbits  # module globals: a span is made for every step attempt
+_time_ns = time.time_ns
 
 
 class Span:
@@ -50,13 +52,13 @@ class Span:
         self._sink = sink if flags & SAMPLED else None  # an unsampled span is never exported
         self.name = name
         self.trace_id = trace_id
-        self.span_id = random.getrandbits(64) or 1
+        self.span_id = _random_bits(64) or 1
         self.parent_id = parent_id
         self.trace_flags = flags
         self.attributes = attributes
         self.events: list[tuple[int, str, Attributes]] | None = None
         self.error: str | None = None
-        self.start_ns = time.time_ns()
+        self.start_ns = _time_ns()
 
     def get_span_context(self) -> Span:
         return self
@@ -81,7 +83,7 @@ class Span:
         sink, self._sink = self._sink, None  # a second end() exports nothing
         if sink is None:
             return
-        self.end_ns = time.time_ns()
+        self.end_ns = _time_ns()
         sink.add_span(self)
 
     def encode(self) -> bytes:

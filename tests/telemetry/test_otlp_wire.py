@@ -227,5 +227,19 @@ def test_long_attribute_values_are_encoded_but_not_kept_in_the_cache() -> None:
     )
     (record,) = request.resource_logs[0].scope_logs[0].log_records
     assert record.attributes[0].value.string_value == trace
-    cached = [key for by_tag in otlp_wire._encoded_attributes.values() for key in by_tag]
-    assert cached and all(trace not in key for key in cached)
+    caches = [cache for by_key in otlp_wire._key_caches.values() for cache in by_key.values()]
+    assert caches and all(trace not in cache.by_value for cache in caches)
+
+
+def test_cached_attribute_encodings_follow_the_value() -> None:
+    """The same key with alternating, repeated and look-alike values (True == 1 == 1.0) decodes
+    to exactly what was recorded each time."""
+    values: list[otlp_wire.AttributeValue] = [
+        "s1", "s2", "s1", 1, True, 1.0, 1, "x" * 40, "y" * 40, "x" * 40, False, 0,
+    ]  # fmt: skip
+    for value in values:
+        (encoded,) = otlp_wire.attributes(b"\x0a", {"k": value})
+        decoded = common_pb2.KeyValue.FromString(encoded[2:])  # after the tag and length
+        kind = decoded.value.WhichOneof("value")
+        got = getattr(decoded.value, kind)
+        assert (type(got), got) == (type(value), value)
