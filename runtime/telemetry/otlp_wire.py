@@ -23,7 +23,8 @@ _PARENT = struct.Struct(">2sQ").pack  # parent span id (field 4)
 _LOW64 = 0xFFFF_FFFF_FFFF_FFFF
 _TIMESTAMPS = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8): fixed64
 _DOUBLE = struct.Struct("<d").pack
-_CACHE_LIMIT = 1024  # encoded values kept per attribute key (and keys per field tag)
+_CACHE_LIMIT = 8192  # encoded attribute values kept in all (when full, every cache starts over)
+_KEY_LIMIT = 256  # attribute keys cached per field tag
 _CACHEABLE_CHARS = 32  # longer strings (uuids, messages, stack traces) rarely repeat
 _NAME_FIELDS: dict[str, bytes] = {}
 
@@ -72,39 +73,38 @@ def key_value(key: str, value: AttributeValue) -> bytes:
 class _KeyCache:
     """The encoded `KeyValue` fields of one attribute key under one field tag. Most values repeat
     from span to span: the same object as last time (a run's id on each of its step spans,
-    attempt 1, "success") is one identity check; other short values are looked up by value."""
+    attempt 1, "success") is one identity check; other short values are looked up by value.
+    Spans are encoded in the exporter thread and log records in the logging one, so `last` is
+    one (value, encoding) tuple, replaced whole."""
 
-    __slots__ = ("by_value", "key_field", "last", "last_encoded", "tag")
+    __slots__ = ("by_value", "key_field", "last", "tag")
 
     def __init__(self, tag: bytes, key: str) -> None:
         self.tag = tag
         self.key_field = field(b"\x0a", key.encode())
         self.by_value: dict[object, bytes] = {}
-        self.last: object = _NOTHING
-        self.last_encoded = b""
+        self.last: tuple[object, bytes] = (_NOTHING, b"")
 
     def encode(self, value: AttributeValue) -> bytes:
         kind = type(value)
         if kind is str:
             cache_key: object = value
             if len(value) > _CACHEABLE_CHARS:  # type: ignore[arg-type]
-                return self._remember(value, self._string(value))  # type: ignore[arg-type]
+                encoded = self._string(value)  # type: ignore[arg-type]
+                self.last = (value, encoded)
+                return encoded
         else:
             cache_key = (kind, value)  # True == 1 == 1.0, but each encodes differently
-        encoded = self.by_value.get(cache_key)
-        if encoded is None:
-            if len(self.by_value) >= _CACHE_LIMIT:
-                self.by_value.clear()
-            encoded = self.by_value[cache_key] = (
+        found = self.by_value.get(cache_key)
+        if found is None:
+            _count_cached()
+            found = self.by_value[cache_key] = (
                 self._string(value)  # type: ignore[arg-type]
                 if kind is str
                 else field(self.tag, self.key_field + field(b"\x12", any_value(value)))
             )
-        return self._remember(value, encoded)
-
-    def _remember(self, value: AttributeValue, encoded: bytes) -> bytes:
-        self.last, self.last_encoded = value, encoded
-        return encoded
+        self.last = (value, found)
+        return found
 
     def _string(self, value: str) -> bytes:
         data = value.encode()
@@ -121,6 +121,18 @@ class _KeyCache:
 
 _NOTHING = object()
 _key_caches: dict[bytes, dict[str, _KeyCache]] = {}  # field tag → attribute key → its cache
+_cached_values = 0
+
+
+def _count_cached() -> None:
+    """One more cached encoding; past the limit every cache starts over (bounded memory)."""
+    global _cached_values
+    _cached_values += 1
+    if _cached_values > _CACHE_LIMIT:
+        _cached_values = 0
+        for caches in list(_key_caches.values()):
+            for cache in list(caches.values()):
+                cache.by_value = {}
 
 
 def attributes(tag: bytes, values: Mapping[str, AttributeValue]) -> list[bytes]:
@@ -139,10 +151,11 @@ def add_attributes(out: list[bytes], tag: bytes, values: Mapping[str, AttributeV
     for key, value in values.items():
         cache = caches.get(key)
         if cache is None:
-            if len(caches) >= _CACHE_LIMIT:
+            if len(caches) >= _KEY_LIMIT:
                 caches.clear()
             cache = caches[key] = _KeyCache(tag, key)
-        out.append(cache.last_encoded if value is cache.last else cache.encode(value))
+        last = cache.last
+        out.append(last[1] if value is last[0] else cache.encode(value))
 
 
 def span(

@@ -243,3 +243,17 @@ def test_cached_attribute_encodings_follow_the_value() -> None:
         kind = decoded.value.WhichOneof("value")
         got = getattr(decoded.value, kind)
         assert (type(got), got) == (type(value), value)
+
+
+def test_attribute_caches_stay_bounded() -> None:
+    """Many distinct short values (step ids of huge flows) never grow the caches past the limit,
+    and encodings stay right across the reset."""
+    for index in range(3 * otlp_wire._CACHE_LIMIT):
+        (encoded,) = otlp_wire.attributes(b"\x0a", {"step_id": f"s{index}"})
+        assert common_pb2.KeyValue.FromString(encoded[2:]).value.string_value == f"s{index}"
+    cached = sum(
+        len(cache.by_value)
+        for caches in otlp_wire._key_caches.values()
+        for cache in caches.values()
+    )
+    assert cached <= otlp_wire._CACHE_LIMIT
