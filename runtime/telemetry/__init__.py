@@ -123,7 +123,7 @@ class Telemetry:
             span = self.tracing.start_child("journal.append", parent, attributes)
         started = time.perf_counter()
         try:
-            return await store.append(root_run_id, list(batch), owner=owner)
+            return await store.append(root_run_id, batch, owner=owner)
         finally:
             if span is not None:
                 span.end()
