@@ -833,8 +833,8 @@ class EtcdStateStore(StateStore):
     async def finalize(self, root_run_id: str) -> None:
         async def build(head: Head) -> tuple[list[Op], Head, None] | None:
             run = await self.get_run(root_run_id)
-            if run is None or not head.mod_revision:
-                return None
+            if run is None or not head.mod_revision or head.finalized:
+                return None  # gone, or another node's retention pass was first
             if run.status not in TERMINAL:
                 raise ValueError(not_finished(root_run_id, run.status))
             sequence = head.last_sequence + 1

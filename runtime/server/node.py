@@ -23,7 +23,7 @@ from ..engine import RunOutcome, Runtime
 from ..errors import UserError
 from ..executor import RunExecution, RunObserver
 from ..model import Flow, parse_flow
-from ..state.base import TERMINAL, RunFilter, RunRecord, StateStore
+from ..state.base import TERMINAL, RunFilter, RunRecord, StateStore, StoreError
 from ..state.settings import DurabilitySettings
 from ..worker_api.endpoint import WorkerEndpoint
 
@@ -31,6 +31,7 @@ log = logging.getLogger("stepflow.node")
 
 DEFAULT_WAIT_SECS = 300.0
 FLOW_CACHE_SIZE = 256
+RETENTION_PASS_MAX_SECS = 300.0  # retention passes run every retentionSecs / 4, capped here
 
 
 class NotFound(LookupError):
@@ -105,6 +106,7 @@ class Node:
         self.node_id = options.node_id or "stepflow-node"
         self.cluster: ClusterLink | None = None
         self._stopping = False
+        self._retention: asyncio.Task[None] | None = None
         self.advertise_address: str | None = None  # host:port peers use (default: bound)
 
     def attach_cluster(self, cluster: ClusterLink, advertise_address: str | None) -> None:
@@ -131,6 +133,7 @@ class Node:
         await self.endpoint.start()
         await self.runtime.start()
         self.runner = DurableRunner(self.runtime, self.store, self.settings, owner=self._owner())
+        self._retention = asyncio.create_task(self._retain(self.runner))
         if self.cluster is None:
             await self._recover()
             return
@@ -140,6 +143,22 @@ class Node:
         if recovered:
             log.info("claimed %d unowned run trees at startup", recovered)
         self.cluster.start_loops()
+
+    async def _retain(self, runner: DurableRunner) -> None:
+        """Journal retention for a long-lived node (durability.md G5): journals of trees that
+        finished more than `journal.retentionSecs` ago become one final record, so storage stays
+        bounded. In a cluster every node runs passes; finalizing is guarded, so they never clash.
+        """
+        interval = min(max(self.settings.retention_secs / 4, 1.0), RETENTION_PASS_MAX_SECS)
+        while True:
+            try:
+                finalized = await runner.finalize_expired()
+            except StoreError as exc:  # e.g. etcd briefly away: the next pass catches up
+                log.warning("journal retention pass failed: %s", exc)
+            else:
+                if finalized:
+                    log.info("finalized the journals of %d finished run trees", finalized)
+            await asyncio.sleep(interval)
 
     def _owner(self) -> str:
         from ..durable import process_owner_id
@@ -204,6 +223,10 @@ class Node:
         unfinished runs without waiting for the lease TTL.
         """
         self._stopping = True
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
         if self.runner is not None:
             self.runner.drain()
         pending = list(self._tasks.values())
