@@ -93,6 +93,8 @@ class RangeResult:
     kvs: list[KeyValue]
     count: int
     revision: int  # the store revision the read saw
+    more: bool = False  # a `limit` left keys of the range unread
+    cluster_id: int = 0  # the etcd cluster that answered (0 inside a transaction)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class Get:
     key: bytes
     range_end: bytes | None = None
     count_only: bool = False
+    limit: int = 0  # at most this many keys (0: all)
+    revision: int = 0  # read the keyspace as of this revision (0: the latest)
 
     @staticmethod
     def prefix(prefix: bytes, *, count_only: bool = False) -> Get:
@@ -200,7 +204,9 @@ def _compare_message(c: Compare) -> Any:
 
 
 def _range_request(op: Get) -> Any:
-    request = rpc.RangeRequest(key=op.key, count_only=op.count_only)
+    request = rpc.RangeRequest(
+        key=op.key, count_only=op.count_only, limit=op.limit, revision=op.revision
+    )
     if op.range_end is not None:
         request.range_end = op.range_end
     return request
@@ -229,7 +235,13 @@ def _kv(message: Any) -> KeyValue:
 
 
 def _range_result(response: Any, revision: int) -> RangeResult:
-    return RangeResult([_kv(kv) for kv in response.kvs], int(response.count), revision)
+    return RangeResult(
+        [_kv(kv) for kv in response.kvs],
+        int(response.count),
+        revision,
+        bool(response.more),
+        int(response.header.cluster_id),
+    )
 
 
 # -- the client -------------------------------------------------------------------------------

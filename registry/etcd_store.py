@@ -105,6 +105,7 @@ from .etcd_values import DEFAULT_LARGE_VALUE_BYTES, LargeValues
 log = logging.getLogger("stepflow.state.etcd")
 
 T = TypeVar("T")
+SCAN_PAGE_KEYS = 100  # keys per page of the large-value reference scan (values are ≤ 512 KiB)
 
 
 @dataclass(frozen=True)
@@ -869,6 +870,42 @@ class EtcdStateStore(StateStore):
         await self._fast(self.client.txn([], ops))
         self._forget(root)
         self._fences.pop(root, None)
+
+    async def collect_garbage(self) -> int:
+        """Spilled large values no key of this cluster references (etcd_values.py `sweep`)."""
+        if self.values.directory is None:
+            return 0
+        referenced, cluster_id = await self._large_value_references()
+        owner = f"etcd cluster {cluster_id:x}, prefix {self.settings.prefix}"
+        try:
+            if not await asyncio.to_thread(self.values.owned_by, owner):
+                log.warning(
+                    "not sweeping %s: another cluster owns it (see its .stepflow-owner)",
+                    self.values.directory,
+                )
+                return 0
+            return await asyncio.to_thread(self.values.sweep, referenced)
+        except OSError as exc:
+            raise StoreError(f"cannot sweep {self.values.directory}: {exc}") from exc
+
+    async def _large_value_references(self) -> tuple[set[str], int]:
+        """Every large value the cluster's keys reference, read as of one revision, and the id
+        of the etcd cluster read."""
+        scan = Get.prefix(self.keys.mesh.encode())
+        page = await self._fast(self.client.range(replace(scan, limit=SCAN_PAGE_KEYS)))
+        cluster_id, revision = page.cluster_id, page.revision
+        referenced: set[str] = set()
+        while True:
+            for kv in page.kvs:
+                digest = self.values.digest_of(kv.value)
+                if digest is not None:
+                    referenced.add(digest)
+            if not page.more or not page.kvs:
+                return referenced, cluster_id
+            start = page.kvs[-1].key + b"\x00"
+            page = await self._fast(
+                self.client.range(replace(scan, key=start, limit=SCAN_PAGE_KEYS, revision=revision))
+            )
 
     # -- checkpoints -----------------------------------------------------------------------------
 

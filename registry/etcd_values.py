@@ -4,9 +4,15 @@ etcd keeps its whole keyspace in memory-mapped boltdb pages and limits a request
 `--max-request-bytes` (1.5 MiB by default), so any single value above `large_value_bytes`
 (default 512 KiB) is written to `<large_value_dir>/<sha[:2]>/<sha>.value` (fsynced, renamed into
 place, directory fsynced) before the transaction that references it; etcd stores only a small
-reference. Files are never deleted by the store (content-addressed and possibly shared by trees).
-Every value the stores write inline starts with `{` (JSON, or a JSON header line), so a
-reference (starting with NUL) can never be mistaken for inline data.
+reference. Every value the stores write inline starts with `{` (JSON, or a JSON header line), so
+a reference (starting with NUL) can never be mistaken for inline data.
+
+Files are content-addressed and may be shared by trees and blobs, so they are deleted only by
+`sweep`: a file no key of the cluster references (one consistent scan, etcd_store.py) and not
+written or re-used for `SWEEP_GRACE_SECS` (re-using an existing file refreshes its mtime, so a
+transaction about to reference it is never raced). The first sweep writes the cluster's identity
+into `.stepflow-owner`; a directory another cluster owns is never swept (its references are
+invisible from here).
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from stepflow_mesh.runtime.state.base import StoreError
 
 DEFAULT_LARGE_VALUE_BYTES = 512 * 1024
+SWEEP_GRACE_SECS = 3600.0  # far above any transaction's duration
 _REFERENCE = b"\x00stepflow-large-value:"
+_OWNER_FILE = ".stepflow-owner"
 
 
 class LargeValues:
@@ -53,8 +62,15 @@ class LargeValues:
 
     def _write(self, digest: str, data: bytes) -> None:
         path = self._path(digest)
-        if path.exists():
+        try:
+            os.utime(path)  # already there: now fresh again for `sweep`'s grace period
             return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreError(
+                f"cannot refresh large value {path} (storageConfig.largeValueDir): {exc}"
+            ) from exc
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}.{id(data)}")
@@ -76,6 +92,48 @@ class LargeValues:
     @staticmethod
     def is_reference(stored: bytes) -> bool:
         return stored.startswith(_REFERENCE)
+
+    @staticmethod
+    def digest_of(stored: bytes) -> str | None:
+        """The file a stored value references (None: the value is inline)."""
+        if not stored.startswith(_REFERENCE):
+            return None
+        return stored[len(_REFERENCE) :].decode()
+
+    def owned_by(self, owner: str) -> bool:
+        """Whether `owner` (a cluster's identity) may sweep the directory; the first to ask
+        claims it."""
+        if self.directory is None:
+            return False
+        marker = self.directory / _OWNER_FILE
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with marker.open("x") as handle:
+                handle.write(owner)
+            return True
+        except FileExistsError:
+            return marker.read_text().strip() == owner
+
+    def sweep(self, referenced: set[str], grace_secs: float = SWEEP_GRACE_SECS) -> int:
+        """Blocking: delete value files not in `referenced` and untouched for `grace_secs`, and
+        temporary files of interrupted writes as old; returns how many values were deleted."""
+        if self.directory is None or not self.directory.is_dir():
+            return 0
+        cutoff = time.time() - grace_secs
+        deleted = 0
+        for path in self.directory.glob("??/*"):
+            digest, _, suffix = path.name.partition(".")
+            if suffix == "value" and digest in referenced:
+                continue
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue  # another node's sweep was first
+            if suffix == "value":
+                deleted += 1
+        return deleted
 
     async def decode(self, stored: bytes) -> bytes:
         if not stored.startswith(_REFERENCE):

@@ -146,18 +146,22 @@ class Node:
 
     async def _retain(self, runner: DurableRunner) -> None:
         """Journal retention for a long-lived node (durability.md G5): journals of trees that
-        finished more than `journal.retentionSecs` ago become one final record, so storage stays
-        bounded. In a cluster every node runs passes; finalizing is guarded, so they never clash.
+        finished more than `journal.retentionSecs` ago become one final record, and values kept
+        outside the store that nothing references go (`collect_garbage`), so storage stays
+        bounded. In a cluster every node runs passes; both are safe to run concurrently.
         """
         interval = min(max(self.settings.retention_secs / 4, 1.0), RETENTION_PASS_MAX_SECS)
         while True:
             try:
                 finalized = await runner.finalize_expired()
+                collected = await self.store.collect_garbage()
             except StoreError as exc:  # e.g. etcd briefly away: the next pass catches up
                 log.warning("journal retention pass failed: %s", exc)
             else:
                 if finalized:
                     log.info("finalized the journals of %d finished run trees", finalized)
+                if collected:
+                    log.info("deleted %d stored values nothing references any more", collected)
             await asyncio.sleep(interval)
 
     def _owner(self) -> str:

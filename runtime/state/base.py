@@ -230,6 +230,11 @@ class StateStore(ABC):
     async def finished_roots(self, finished_before: str) -> list[str]:
         """Terminal root runs completed before the RFC 3339 time whose journal is not finalized."""
 
+    async def collect_garbage(self) -> int:
+        """Delete storage kept outside the store's own records that nothing references any more
+        (the etcd store's spilled large values); how many items went. Run by retention passes."""
+        return 0
+
 
 class FaultInjector:
     """Test hook: SIGKILL this process after the N-th durable journal event (crash tests).

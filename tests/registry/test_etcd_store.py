@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from pathlib import Path
 
 import pytest
+from stepflow_mesh.registry import etcd_store
 from stepflow_mesh.registry.etcd_blobs import EtcdBlobStore
 from stepflow_mesh.registry.etcd_client import Get
 from stepflow_mesh.registry.etcd_process import EtcdProcess
 from stepflow_mesh.registry.etcd_store import EtcdStateStore
+from stepflow_mesh.registry.etcd_values import SWEEP_GRACE_SECS
 from stepflow_mesh.runtime.errors import FlowResult
 from stepflow_mesh.runtime.state import events as ev
 from stepflow_mesh.runtime.state.base import COMPLETED, LeaseLost, StoreError, StoreUnavailable
@@ -259,3 +262,68 @@ async def test_group_commit_groups_concurrent_appends(make_store: StoreFactory) 
     assert grouped.txns <= 10, grouped.txns
     for i in range(60):
         assert len(await grouped.read_journal(f"g{i}")) == 1
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+async def test_large_values_nothing_references_are_swept_after_the_grace_period(
+    make_store: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(etcd_store, "SCAN_PAGE_KEYS", 2)  # the reference scan reads many pages
+    spill_dir = tmp_path / "large"
+    store = make_store(large_value_bytes=1024, large_value_dir=spill_dir)
+    kept, dropped = (FlowResult.success({"text": c * 5000}) for c in "kd")
+    await store.append("KEEP", [created("KEEP"), ev.item_completed("KEEP", 0, kept)])
+    await store.append("DROP", [created("DROP"), ev.item_completed("DROP", 0, dropped)])
+    spilled = list(spill_dir.rglob("*.value"))
+    of_drop = {path for path in spilled if b"d" * 5000 in path.read_bytes()}
+    assert of_drop and len(of_drop) < len(spilled)
+    await store.delete_tree("DROP")
+    for path in spilled:
+        _age(path, 2 * SWEEP_GRACE_SECS)
+    unreferenced_but_new = spill_dir / "ab" / f"ab{'0' * 62}.value"
+    unreferenced_but_new.parent.mkdir(exist_ok=True)
+    unreferenced_but_new.write_bytes(b"a write whose transaction has not committed yet")
+    interrupted = spill_dir / "cd" / f"cd{'0' * 62}.tmp123.456"
+    interrupted.parent.mkdir(exist_ok=True)
+    interrupted.write_bytes(b"half")
+    _age(interrupted, 2 * SWEEP_GRACE_SECS)
+
+    assert await store.collect_garbage() == len(of_drop)
+    assert set(spill_dir.rglob("*.value")) == set(spilled) - of_drop | {unreferenced_but_new}
+    assert not interrupted.exists()
+    assert (await store.read_journal("KEEP"))[-1].event["result"] == kept.to_json()
+    run = await store.get_run("KEEP")
+    assert run is not None and run.items[0].result == kept.to_json()
+    assert await store.collect_garbage() == 0  # everything left is referenced or new
+
+
+async def test_reusing_a_spilled_value_makes_it_new_again(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """A transaction about to reference an old, unreferenced file must not lose it to a sweep
+    that read the keys just before the commit: re-using the file restarts its grace period."""
+    store = make_store(large_value_bytes=1024, large_value_dir=tmp_path / "large")
+    data = b"{" + b"r" * 5000
+    reference = await store.values.encode(data, "a value")
+    [path] = (tmp_path / "large").rglob("*.value")
+    _age(path, 2 * SWEEP_GRACE_SECS)
+    assert await store.values.encode(data, "the same value") == reference
+    assert path.stat().st_mtime > time.time() - 60
+    assert await store.collect_garbage() == 0 and path.exists()
+
+
+async def test_a_directory_another_cluster_owns_is_never_swept(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    spill_dir = tmp_path / "large"
+    store = make_store(large_value_bytes=1024, large_value_dir=spill_dir)
+    await store.values.encode(b"{" + b"o" * 5000, "a value")
+    [path] = spill_dir.rglob("*.value")
+    _age(path, 2 * SWEEP_GRACE_SECS)
+    (spill_dir / ".stepflow-owner").write_text("etcd cluster 1234, prefix /elsewhere")
+    assert await store.collect_garbage() == 0
+    assert path.exists()
