@@ -17,11 +17,8 @@ etcd_keys.py (durability.md §9). Design:
   (in-flight steps keep finishing while etcd restarts); each append carries a nonce in its journal
   values, so after an unknown outcome a retry first checks whether it already landed (exactly
   once). Everything else fails fast with `StoreUnavailable` naming the endpoints.
-- **Leases.** One etcd lease per store (TTL `lease_ttl_secs`, kept alive every TTL/3); run lease
-  keys are attached to it, so a dead node's runs are freed when it expires. A run lease also
-  carries a logical expiry (`ttl_secs` of `acquire_lease`, renewed by re-acquiring): past it,
-  another owner takes over by deleting and re-creating the key (a new create_revision fences out
-  the old holder).
+- **Leases.** `leases` (etcd_leases.py): the node's etcd lease, the run leases attached to it, and
+  the fences appends compare; the cluster member uses it directly.
 
 Limits: a value above `large_value_bytes` (512 KiB) is spilled to `large_value_dir`
 (etcd_values.py), else the write fails naming `storageConfig.largeValueDir`. A group is capped at
@@ -40,9 +37,8 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,7 +60,6 @@ from stepflow_mesh.runtime.state.common import (
     Clock,
     canonical_time,
     final_record,
-    format_time,
     matches,
     newest_first,
     not_finished,
@@ -77,7 +72,6 @@ from .etcd_client import (
     Delete,
     EtcdClient,
     EtcdError,
-    EtcdLeaseNotFound,
     EtcdSettings,
     EtcdUnavailable,
     Get,
@@ -85,10 +79,11 @@ from .etcd_client import (
     Op,
     Put,
     RangeResult,
-    WatchEvent,
     prefix_end,
 )
+from .etcd_errors import fail_fast, unavailable
 from .etcd_keys import Keys
+from .etcd_leases import RunLeases
 from .etcd_tree import (
     Head,
     Staged,
@@ -106,43 +101,6 @@ log = logging.getLogger("stepflow.state.etcd")
 
 T = TypeVar("T")
 SCAN_PAGE_KEYS = 100  # keys per page of the large-value reference scan (values are ≤ 512 KiB)
-
-
-@dataclass(frozen=True)
-class LeaseInfo:
-    run_id: str
-    owner: str
-    acquired_at: str | None
-    expires_at: str | None
-
-
-@dataclass(frozen=True)
-class Orphan:
-    """A run whose lease disappeared, and who held it (failover metrics)."""
-
-    run_id: str
-    previous_owner: str
-
-
-def _owner(event: WatchEvent) -> str:
-    try:
-        return str(json.loads(event.prev_value).get("owner", ""))
-    except (ValueError, AttributeError):
-        return ""
-
-
-@dataclass(frozen=True)
-class OrchestratorInfo:
-    id: str
-    last_heartbeat: str | None
-    active_runs: int
-    orchestrator_url: str
-
-
-@dataclass(frozen=True)
-class _Fence:
-    owner: str
-    create_revision: int
 
 
 @dataclass(eq=False)
@@ -164,24 +122,11 @@ class _Conflict(Exception):
     """A transaction's compare failed."""
 
 
-def _now_text(offset: float = 0.0) -> str:
-    return format_time(datetime.fromtimestamp(time.time() + offset, UTC))
-
-
-def _expired(expires_at: Any) -> bool:
-    if not isinstance(expires_at, str):
-        return False
-    try:
-        return canonical_time(expires_at) < _now_text()
-    except ValueError:
-        return False
-
-
 class EtcdStateStore(StateStore):
     """`txns` / `committed_appends` count append transactions and the appends they carried."""
 
-    # Public beyond the ABC (used by the cluster member): client, keys, values, node_lease_id,
-    # heartbeat, release_all, get_lease, list_orchestrators, watch_orphans, wait_done, follow.
+    # Public beyond the ABC (used by the cluster member): client, keys, values, leases, wait_done,
+    # follow.
 
     def __init__(
         self,
@@ -201,7 +146,7 @@ class EtcdStateStore(StateStore):
         self.keys = Keys(settings.prefix, lease_prefix)
         self.client = EtcdClient(settings)
         self.values = LargeValues(large_value_dir, large_value_bytes)
-        self.lease_ttl_secs = max(int(lease_ttl_secs), 2)
+        self.leases = RunLeases(self.client, self.keys, lease_ttl_secs)
         self.batching = batching
         self.append_retry_secs = append_retry_secs
         self.max_txn_ops = max_txn_ops
@@ -217,11 +162,6 @@ class EtcdStateStore(StateStore):
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._root_locks: dict[str, asyncio.Lock] = {}
-        self._fences: dict[str, _Fence] = {}
-        self._lost: set[str] = set()
-        self._lease_id: int | None = None
-        self._lease_lock = asyncio.Lock()
-        self._keepalive: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -231,7 +171,8 @@ class EtcdStateStore(StateStore):
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._flusher, self._keepalive, *self._tasks) if t is not None]
+        await self.leases.close()
+        tasks = [t for t in (self._flusher, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -246,16 +187,10 @@ class EtcdStateStore(StateStore):
     # -- error mapping -----------------------------------------------------------------------
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"etcd unavailable at {self.client.describe()}: {exc}")
+        return unavailable(self.client, exc)
 
     async def _fast(self, call: Awaitable[T]) -> T:
-        """One etcd request, failing fast: StoreUnavailable / StoreError."""
-        try:
-            return await call
-        except EtcdUnavailable as exc:
-            raise self._unavailable(exc) from exc
-        except EtcdError as exc:
-            raise StoreError(str(exc)) from exc
+        return await fail_fast(self.client, call)
 
     async def _decode(self, kv: KeyValue) -> bytes:
         return await self.values.decode(kv.value)
@@ -271,182 +206,15 @@ class EtcdStateStore(StateStore):
 
     # -- leases ----------------------------------------------------------------------------------
 
-    async def _node_lease(self) -> int:
-        async with self._lease_lock:
-            if self._lease_id is None:
-                lease_id, _ = await self.client.lease_grant(self.lease_ttl_secs)
-                self._lease_id = lease_id
-                if self._keepalive is None or self._keepalive.done():
-                    self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
-            return self._lease_id
-
-    async def node_lease_id(self) -> int:
-        """This node's etcd lease (granted on first use, kept alive in the background)."""
-        return await self._fast(self._node_lease())
-
-    def _lease_gone(self, lease_id: int) -> None:
-        """Our etcd lease expired: every run lease attached to it is lost."""
-        if self._lease_id == lease_id:
-            log.warning("etcd lease %x expired: run leases of this node are lost", lease_id)
-            self._lease_id = None
-            self._lost.update(self._fences)
-            self._fences.clear()
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl_secs / 3)
-            lease_id = self._lease_id
-            if lease_id is None:
-                continue
-            try:
-                if await self.client.lease_keepalive(lease_id) <= 0:
-                    self._lease_gone(lease_id)
-            except EtcdError as exc:
-                log.warning("etcd lease keep-alive failed: %s", exc)
+    # -- leases (etcd_leases.py; the cluster member uses `leases` directly) ---------------------
 
     async def acquire_lease(self, root_run_id: str, owner: str, ttl_secs: float) -> str | None:
-        return await self._fast(self._acquire(root_run_id, owner, ttl_secs))
-
-    async def _acquire(self, root: str, owner: str, ttl_secs: float) -> str | None:
-        key = self.keys.lease(root)
-        holder = owner
-        for _ in range(20):
-            lease = await self._node_lease()
-            now = _now_text()
-            value = {"owner": owner, "acquired_at": now, "expires_at": _now_text(ttl_secs)}
-            try:
-                result = await self.client.txn(
-                    [Compare.created(key, 0)], [Put(key, dumps(value), lease)], [Get(key)]
-                )
-            except EtcdLeaseNotFound:
-                self._lease_gone(lease)
-                continue
-            if result.succeeded:
-                self._fences[root] = _Fence(owner, result.revision)
-                self._lost.discard(root)
-                return None
-            found = result.results[0]
-            if not isinstance(found, RangeResult) or not found.kvs:
-                continue  # deleted meanwhile
-            kv = found.kvs[0]
-            current = json.loads(kv.value)
-            holder = str(current.get("owner"))
-            if holder == owner:
-                value["acquired_at"] = current.get("acquired_at") or now
-                try:
-                    renewed = await self.client.txn(
-                        [Compare.created(key, kv.create_revision)],
-                        [Put(key, dumps(value), lease)],
-                    )
-                except EtcdLeaseNotFound:
-                    self._lease_gone(lease)
-                    continue
-                if renewed.succeeded:
-                    self._fences[root] = _Fence(owner, kv.create_revision)
-                    self._lost.discard(root)
-                    return None
-                continue
-            if _expired(current.get("expires_at")):
-                # Logically expired: delete, then create anew (a new create_revision).
-                await self.client.txn([Compare.modified(key, kv.mod_revision)], [Delete(key)])
-                continue
-            return holder
-        return holder
+        return await self.leases.acquire_lease(root_run_id, owner, ttl_secs)
 
     async def release_lease(self, root_run_id: str, owner: str) -> None:
-        key = self.keys.lease(root_run_id)
-        kv = await self._fast(self.client.get(key))
-        fence = self._fences.get(root_run_id)
-        if fence is not None and fence.owner == owner:
-            del self._fences[root_run_id]
-        if kv is None or json.loads(kv.value).get("owner") != owner:
-            return
-        await self._fast(self.client.txn([Compare.created(key, kv.create_revision)], [Delete(key)]))
+        await self.leases.release_lease(root_run_id, owner)
 
-    async def heartbeat(self, node_id: str, url: str) -> None:
-        """Publish this node's liveness and URL; refresh its etcd lease."""
-
-        async def beat() -> None:
-            for _ in range(3):
-                lease = await self._node_lease()
-                value = dumps({"last_heartbeat": _now_text(), "orchestrator_url": url})
-                try:
-                    if await self.client.lease_keepalive(lease) <= 0:
-                        self._lease_gone(lease)
-                        continue
-                    await self.client.put(self.keys.heartbeat(node_id), value, lease)
-                    return
-                except EtcdLeaseNotFound:
-                    self._lease_gone(lease)
-
-        await self._fast(beat())
-
-    async def release_all(self, node_id: str) -> None:
-        """Revoke this node's etcd lease: its run leases and heartbeat disappear at once."""
-        lease = self._lease_id
-        self._lease_id = None
-        self._lost.update(self._fences)
-        self._fences.clear()
-        if lease is not None:
-            with contextlib.suppress(EtcdLeaseNotFound):
-                await self._fast(self.client.lease_revoke(lease))
-
-    async def get_lease(self, run_id: str) -> LeaseInfo | None:
-        kv = await self._fast(self.client.get(self.keys.lease(run_id)))
-        if kv is None:
-            return None
-        data = json.loads(kv.value)
-        return LeaseInfo(
-            run_id, str(data.get("owner")), data.get("acquired_at"), data.get("expires_at")
-        )
-
-    async def list_orchestrators(self) -> list[OrchestratorInfo]:
-        result = await self._fast(
-            self.client.txn(
-                [], [Get.prefix(self.keys.heartbeats_dir()), Get.prefix(self.keys.lease_runs_dir())]
-            )
-        )
-        beats, runs = result.results
-        assert isinstance(beats, RangeResult) and isinstance(runs, RangeResult)
-        counts: dict[str, int] = {}
-        for kv in runs.kvs:
-            owner = str(json.loads(kv.value).get("owner"))
-            counts[owner] = counts.get(owner, 0) + 1
-        nodes: dict[str, OrchestratorInfo] = {}
-        for kv in beats.kvs:
-            node = self.keys.node_of_heartbeat(kv.key)
-            data = json.loads(kv.value)
-            nodes[node] = OrchestratorInfo(
-                node,
-                data.get("last_heartbeat"),
-                counts.get(node, 0),
-                str(data.get("orchestrator_url") or ""),
-            )
-        for owner, count in counts.items():
-            nodes.setdefault(owner, OrchestratorInfo(owner, None, count, ""))
-        return [nodes[n] for n in sorted(nodes)]
-
-    async def watch_orphans(self, start_revision: int | None = None) -> AsyncIterator[Orphan]:
-        """Runs whose lease key was deleted (expiry, revoke, release); survives outages.
-
-        Without `start_revision`, deletions from the moment of the first read on.
-        """
-        prefix = self.keys.lease_runs_dir()
-        start = start_revision
-        while True:
-            try:
-                if start is None:
-                    start = (await self.client.range(Get(prefix, count_only=True))).revision + 1
-                async with contextlib.aclosing(
-                    self.client.watch(prefix, prefix_end(prefix), start, prev_kv=True)
-                ) as events:
-                    async for event in events:
-                        start = event.mod_revision + 1
-                        if event.kind == "DELETE":
-                            yield Orphan(self.keys.root_of_lease(event.key), _owner(event))
-            except EtcdError as exc:
-                log.debug("orphan watch interrupted (%s); resuming", exc)
-                await asyncio.sleep(0.2)
+    # -- watches -----------------------------------------------------------------------------------
 
     async def wait_done(self, run_id: str, timeout: float) -> str | None:
         """The run's terminal status once any node finishes it; None after `timeout`."""
@@ -552,7 +320,7 @@ class EtcdStateStore(StateStore):
             raise StoreError("etcd state store is closed")
         texts = [encode_event(e) for e in events]  # a bad event fails here, alone
         if owner is not None:
-            self._check_fence(root_run_id, owner)
+            self.leases.check(root_run_id, owner)
         if not texts:
             return []
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -566,12 +334,6 @@ class EtcdStateStore(StateStore):
             async with lock:
                 await self._commit_root(root_run_id, [request])
         return await future
-
-    def _check_fence(self, root: str, owner: str) -> _Fence:
-        fence = self._fences.get(root)
-        if root in self._lost or fence is None or fence.owner != owner:
-            raise LeaseLost(f"lease of run tree {root} is not held by {owner}")
-        return fence
 
     async def _flush(self) -> None:
         """Group commit: everything queued while the previous transaction was in flight."""
@@ -634,7 +396,7 @@ class EtcdStateStore(StateStore):
                 now = time.monotonic()
                 keep = []
                 for r in pending:
-                    if r.owner is None or root in self._lost:
+                    if r.owner is None or self.leases.is_lost(root):
                         self._fail([r], self._unavailable(exc))
                         continue
                     self.unavailable_retries += 1
@@ -696,7 +458,7 @@ class EtcdStateStore(StateStore):
             tree = trees[request.root]
             if request.owner is not None:
                 try:
-                    fence = self._check_fence(request.root, request.owner)
+                    fence = self.leases.check(request.root, request.owner)
                 except LeaseLost as exc:
                     request.future.set_exception(exc)
                     continue
@@ -762,10 +524,7 @@ class EtcdStateStore(StateStore):
                 continue
             actual = found.kvs[0].create_revision if found.kvs else 0
             if actual != compare.operand:
-                root = self.keys.root_of_lease(key)
-                log.error("lease of run tree %s lost: not writing it again", root)
-                self._lost.add(root)
-                self._fences.pop(root, None)
+                self.leases.lose(self.keys.root_of_lease(key))
 
     # -- journal: reads and maintenance ----------------------------------------------------------
 
@@ -869,7 +628,7 @@ class EtcdStateStore(StateStore):
             ops += [Delete(k.run_index(run_id)), Delete(k.done(run_id))]
         await self._fast(self.client.txn([], ops))
         self._forget(root)
-        self._fences.pop(root, None)
+        self.leases.forget(root)
 
     async def collect_garbage(self) -> int:
         """Spilled large values no key of this cluster references (etcd_values.py `sweep`)."""

@@ -61,7 +61,7 @@ class ClusterMember:
         self.durability = durability
         self.broker = broker
         self.channels = PeerChannels()
-        self.directory = Directory(store.client, settings.prefix, store.node_lease_id)
+        self.directory = Directory(store.client, settings.prefix, store.leases.node_lease_id)
         self.forwarder = MeshForwarder(
             self.directory, self.channels, self.node_id, settings.region, settings.zone
         )
@@ -81,7 +81,7 @@ class ClusterMember:
         self._host = host
         self.grpc_address, self.http_address = grpc_address, http_address
         self.directory.start()
-        await self.store.heartbeat(self.node_id, grpc_address)
+        await self.store.leases.heartbeat(self.node_id, grpc_address)
         await self._publish_now()
         await self.directory.wait_synced(self.store.client.timeout)
         self.broker.forwarder = self.forwarder
@@ -109,7 +109,7 @@ class ClusterMember:
         self.broker.forwarder = None
         self.broker.on_streams_changed = None
         with contextlib.suppress(EtcdError, StoreError):
-            await self.store.release_all(self.node_id)
+            await self.store.leases.release_all(self.node_id)
         await self.directory.stop()
         await self.channels.close()
 
@@ -150,8 +150,8 @@ class ClusterMember:
         while True:
             await asyncio.sleep(max(self.settings.lease_ttl_secs / 3, 0.2))
             try:
-                await self.store.heartbeat(self.node_id, self.grpc_address)
-                current = await self.store.node_lease_id()
+                await self.store.leases.heartbeat(self.node_id, self.grpc_address)
+                current = await self.store.leases.node_lease_id()
                 if lease_id is not None and current != lease_id:  # the old lease expired
                     self.directory.forget_published()
                 lease_id = current
@@ -164,7 +164,7 @@ class ClusterMember:
     async def _orphan_loop(self) -> None:
         while True:
             try:
-                async for orphan in self.store.watch_orphans():
+                async for orphan in self.store.leases.watch_orphans():
                     await self._claim(orphan.run_id, orphan.previous_owner)
             except (EtcdError, StoreError) as exc:
                 log.warning("orphan watch interrupted (%s); the sweep covers the gap", exc)
@@ -200,7 +200,7 @@ class ClusterMember:
     # -- runs elsewhere --------------------------------------------------------------------------
 
     async def lease_owner(self, root_run_id: str) -> str | None:
-        lease = await self.store.get_lease(root_run_id)
+        lease = await self.store.leases.get_lease(root_run_id)
         return lease.owner if lease is not None else None
 
     async def wait_done(self, run_id: str, timeout: float) -> None:

@@ -23,7 +23,7 @@ async def cluster_status(cluster: ClusterSettings) -> dict[str, Any]:
     try:
         nodes_raw = await client.range(Get.prefix(f"{cluster.prefix}/mesh/nodes/".encode()))
         queues_raw = await client.range(Get.prefix(f"{cluster.prefix}/mesh/queues/".encode()))
-        orchestrators = {o.id: o for o in await store.list_orchestrators()}
+        orchestrators = {o.id: o for o in await store.leases.list_orchestrators()}
     finally:
         await store.close()
     records = {

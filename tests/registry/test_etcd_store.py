@@ -38,10 +38,10 @@ async def test_node_b_takes_over_only_after_a_is_revoked(make_store: StoreFactor
     assert await b.acquire_lease("R", "node-b", 60) == "node-a"
     with pytest.raises(LeaseLost):
         await b.append("R", [ev.steps_needed("R", 0, [0])], owner="node-b")
-    info = await b.get_lease("R")
+    info = await b.leases.get_lease("R")
     assert info is not None and info.owner == "node-a"
 
-    await a.release_all("node-a")
+    await a.leases.release_all("node-a")
     assert await b.acquire_lease("R", "node-b", 60) is None
     await b.append("R", [ev.steps_needed("R", 0, [0])], owner="node-b")
     with pytest.raises(LeaseLost):
@@ -56,8 +56,8 @@ async def test_expired_node_lease_is_fenced_out_by_etcd(make_store: StoreFactory
     a, b = make_store(), make_store()
     assert await a.acquire_lease("R", "node-a", 60) is None
     await a.append("R", [created("R")], owner="node-a")
-    assert a._keepalive is not None
-    a._keepalive.cancel()  # node A hangs: its 2 s etcd lease runs out
+    assert a.leases._keepalive is not None
+    a.leases._keepalive.cancel()  # node A hangs: its 2 s etcd lease runs out
 
     async def b_took_over() -> bool:
         return await b.acquire_lease("R", "node-b", 60) is None
@@ -73,10 +73,10 @@ async def test_expired_node_lease_is_fenced_out_by_etcd(make_store: StoreFactory
 
 async def test_watch_orphans_reports_revoked_runs(make_store: StoreFactory) -> None:
     a, b = make_store(), make_store()
-    await a.heartbeat("node-a", "127.0.0.1:7000")
+    await a.leases.heartbeat("node-a", "127.0.0.1:7000")
     for root in ("R1", "R2"):
         assert await a.acquire_lease(root, "node-a", 60) is None
-    nodes = await b.list_orchestrators()
+    nodes = await b.leases.list_orchestrators()
     assert [(n.id, n.active_runs, n.orchestrator_url) for n in nodes] == [
         ("node-a", 2, "127.0.0.1:7000")
     ]
@@ -84,19 +84,19 @@ async def test_watch_orphans_reports_revoked_runs(make_store: StoreFactory) -> N
     seen: list[str] = []
 
     async def collect() -> None:
-        async for orphan in b.watch_orphans(start_revision=start):
+        async for orphan in b.leases.watch_orphans(start_revision=start):
             assert orphan.previous_owner == "node-a"
             seen.append(orphan.run_id)
 
     task = asyncio.create_task(collect())
     try:
-        await a.release_all("node-a")
+        await a.leases.release_all("node-a")
 
         async def both() -> bool:
             return sorted(seen) == ["R1", "R2"]
 
         await wait_until_async(both, 15)
-        assert await b.list_orchestrators() == []
+        assert await b.leases.list_orchestrators() == []
     finally:
         task.cancel()
 

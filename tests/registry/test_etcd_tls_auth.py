@@ -179,7 +179,7 @@ async def store(
 async def test_journal_leases_and_watches_work_over_tls_as_a_limited_user(
     store: EtcdStateStore,
 ) -> None:
-    await store.heartbeat("node-a", "127.0.0.1:7000")
+    await store.leases.heartbeat("node-a", "127.0.0.1:7000")
     assert await store.acquire_lease("R", "node-a", 60) is None
     sequences = await store.append("R", [ev.root_run_created("R", "flow", [1], {})], owner="node-a")
     await store.append("R", [ev.steps_needed("R", 0, [0])], owner="node-a")
@@ -188,9 +188,9 @@ async def test_journal_leases_and_watches_work_over_tls_as_a_limited_user(
         "steps_needed",
     ]
     assert sequences == [1]
-    info = await store.get_lease("R")
+    info = await store.leases.get_lease("R")
     assert info is not None and info.owner == "node-a"
-    assert [n.id for n in await store.list_orchestrators()] == ["node-a"]
+    assert [n.id for n in await store.leases.list_orchestrators()] == ["node-a"]
     run = await store.get_run("R")
     assert run is not None and run.flow_id == "flow"
 
@@ -199,16 +199,16 @@ async def test_journal_leases_and_watches_work_over_tls_as_a_limited_user(
     orphans: asyncio.Queue[str] = asyncio.Queue()
 
     async def watch() -> None:
-        async for orphan in store.watch_orphans(start_revision=start):
+        async for orphan in store.leases.watch_orphans(start_revision=start):
             await orphans.put(orphan.run_id)
 
     watching = asyncio.create_task(watch())
     try:
-        await store.release_all("node-a")
+        await store.leases.release_all("node-a")
         assert await asyncio.wait_for(orphans.get(), 15) == "R"
     finally:
         watching.cancel()
-    assert await store.get_lease("R") is None
+    assert await store.leases.get_lease("R") is None
 
 
 async def test_a_wrong_password_is_an_error_naming_the_endpoint(
