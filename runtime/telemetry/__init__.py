@@ -16,7 +16,6 @@ hook below is one global read (`active is None`) and returns. The mesh and other
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from ..state.events import Event
     from ..worker_api.broker import TaskBroker
     from .exporter import OtlpExporter
-    from .instruments import Series
     from .otlp_wire import AttributeValue
     from .tracing import Tracing
 
@@ -77,7 +75,6 @@ class Telemetry:
         self.metrics: metrics.Metrics | None = None
         self.exporter: OtlpExporter | None = None
         self.log_handler: logging.Handler | None = None
-        self._journal_series_by_store: dict[type, tuple[Series, Series]] = {}
         if not settings.active:
             return
         from ..version import VERSION
@@ -115,7 +112,7 @@ class Telemetry:
         span = None
         parent = current_span.get()
         if self.tracing is not None and parent is not None:
-            backend = _backend_name(type(store))
+            backend = metrics.backend_name(type(store))
             attributes: dict[str, AttributeValue] = {
                 "stepflow.events": len(batch),
                 "stepflow.backend": backend,
@@ -128,22 +125,9 @@ class Telemetry:
             if span is not None:
                 span.end()
             if self.metrics is not None:
-                duration, size = self._journal_series(type(store))
-                duration.record(time.perf_counter() - started)
-                size.record(len(batch))
-
-    def _journal_series(self, store_type: type) -> tuple[Series, Series]:
-        """The journal.* histogram series of a store class (`backend`: sqlite, etcd, ...)."""
-        found = self._journal_series_by_store.get(store_type)
-        if found is None:
-            assert self.metrics is not None
-            key = (("backend", _backend_name(store_type)),)
-            found = (
-                self.metrics.journal_append_duration.series(key),
-                self.metrics.journal_batch_size.series(key),
-            )
-            self._journal_series_by_store[store_type] = found
-        return found
+                self.metrics.journal_appended(
+                    type(store), time.perf_counter() - started, len(batch)
+                )
 
 
 active: Telemetry | None = None
@@ -324,10 +308,3 @@ def forward_span(
     of `parent_traceparent` (the forwarded task's step) when given."""
     attributes = {"stepflow.target_node": target_node, "stepflow.queue_name": queue_name}
     return span("mesh.forward", attributes, parent_traceparent)
-
-
-@functools.cache
-def _backend_name(store_type: type) -> str:
-    """The journal's `backend` attribute: the store class's name (`sqlite`, `etcd`)."""
-    name = store_type.__name__
-    return name.removesuffix("StateStore").lower() or name.lower()

@@ -35,8 +35,8 @@ class Metrics:
         self._failures: dict[str, int] = {}  # component → consecutive failed attempts
         # component → its step.duration_seconds series (failed, success), made at first record
         self._attempt_series: dict[str, list[Series | None]] = {}
-        self._component_keys: dict[str, SeriesKey] = {}
-        self._queue_keys: dict[str, SeriesKey] = {}
+        self._journal_series: dict[type, tuple[Series, Series]] = {}  # store class → (time, size)
+        self._keys: dict[str, dict[str, SeriesKey]] = {}  # attribute name → value → series key
         counter = meter.counter
 
         def histogram(
@@ -141,10 +141,25 @@ class Metrics:
         if count == UNHEALTHY_AFTER:
             self.component_unhealthy.add(1, {"component": component})
 
+    # -- journal -----------------------------------------------------------------------------------
+
+    def journal_appended(self, store_type: type, seconds: float, events: int) -> None:
+        """One journal write (every write of every run): its series are looked up by store class."""
+        series = self._journal_series.get(store_type)
+        if series is None:
+            key = (("backend", backend_name(store_type)),)
+            series = self._journal_series[store_type] = (
+                self.journal_append_duration.series(key),
+                self.journal_batch_size.series(key),
+            )
+        duration, size = series
+        duration.record(seconds)
+        size.record(events)
+
     # -- tasks -------------------------------------------------------------------------------------
 
     def task_dispatched(self, task: TrackedTask) -> None:
-        self.tasks_dispatched.add(1, self._queue_key(task.queue))
+        self.tasks_dispatched.add(1, self._key("queue_name", task.queue))
 
     def task_finished(self, task: TrackedTask) -> None:
         """Called as `dispatch` returns: result, timeout, or cancelled (not counted)."""
@@ -152,7 +167,7 @@ class Metrics:
         future = task.result
         if component is None or not future.done() or future.cancelled():
             return
-        key = self._component_key(component)
+        key = self._key("component", component)
         now = time.monotonic()
         if task.claimed_at is not None:
             self.task_queue_duration.record(task.claimed_at - task.dispatched_at, key)
@@ -174,17 +189,12 @@ class Metrics:
         else:
             self.task_failures.add(1, key)
 
-    def _component_key(self, component: str) -> SeriesKey:
-        """The series key `{component}` (built once per component: tasks record several)."""
-        key = self._component_keys.get(component)
+    def _key(self, name: str, value: str) -> SeriesKey:
+        """The series key `{name: value}`, built once per value (a task records several points)."""
+        by_value = self._keys.setdefault(name, {})
+        key = by_value.get(value)
         if key is None:
-            key = self._component_keys[component] = (("component", component),)
-        return key
-
-    def _queue_key(self, queue: str) -> SeriesKey:
-        key = self._queue_keys.get(queue)
-        if key is None:
-            key = self._queue_keys[queue] = (("queue_name", queue),)
+            key = by_value[value] = ((name, value),)
         return key
 
     # -- blobs -------------------------------------------------------------------------------------
@@ -200,6 +210,13 @@ class Metrics:
         if blob is not None:
             self.blob_get_bytes.add(len(blob.data), attributes)
         self.blob_get_duration.record(seconds, attributes)
+
+
+@functools.cache
+def backend_name(store_type: type) -> str:
+    """The journal's `backend` attribute: the store class's name (`sqlite`, `etcd`)."""
+    name = store_type.__name__
+    return name.removesuffix("StateStore").lower() or name.lower()
 
 
 def _component(payload: Any) -> str | None:

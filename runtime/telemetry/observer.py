@@ -21,7 +21,6 @@ from ..model import Step
 from ..plugins.base import StepCall
 from .context import LogContext, current_span, incoming_traceparent, log_context, run_trace_id
 from .context import parse_traceparent as _parse
-from .tracing import Span
 
 if TYPE_CHECKING:
     from . import Telemetry
@@ -154,8 +153,7 @@ class TelemetryObserver(RunObserver):
         component = step.component if step is not None else call.component
         parent = current_span.get()  # the run's span (a sub-run's: the step that started it)
         span = None
-        tracing = self.tracing
-        if tracing is not None:
+        if self.tracing is not None:
             attributes: dict[str, AttributeValue] = {
                 "step_id": call.step_id,
                 "component": component,
@@ -163,13 +161,7 @@ class TelemetryObserver(RunObserver):
                 "stepflow.task_id": call.task_id,
                 "stepflow.attempt": call.attempt,
             }
-            if isinstance(parent, Span):
-                span = Span(
-                    tracing.exporter, "step", parent.trace_id, parent.span_id, parent.trace_flags,
-                    attributes,
-                )  # fmt: skip
-            else:
-                span = tracing.start_child("step", parent, attributes)
+            span = self.tracing.start_child("step", parent, attributes)
             current_span.set(span)
         if self.log_ids:  # the step's ids for log records (the span id comes from the span)
             outer = log_context.get() or LogContext(run.run_id, run.flow_id)
