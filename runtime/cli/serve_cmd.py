@@ -15,6 +15,7 @@ import click
 from .. import telemetry
 from ..config import discover_config, load_config
 from ..errors import UserError
+from ..server.gc_tuning import tune_for_serving
 from ..state.base import StoreError
 from .options import PATH
 from .state_options import local_state, state_options
@@ -113,6 +114,7 @@ def command(
             raise UserError(f"cannot serve the REST API on port {http_port}: {exc}") from None
         if node.cluster is not None:
             node.cluster.http_address = f"{node.advertise_host()}:{rest.port}"
+        tune_for_serving()
         click.echo(json.dumps({"port": node.port, "httpPort": rest.port}))
         sys.stdout.flush()
         log.info("node %s serving on port %d (REST %d)", node.node_id, node.port, rest.port)
