@@ -13,6 +13,8 @@ collector would do).
 How: this 2-core VM's speed drifts by ±15% over tens of seconds, more than the effect measured.
 So off and on are measured in short adjacent slices (an off/on pair, order alternating from pair
 to pair) and a row's ratio is the median of its pairs' ratios; the pairs' range is printed too.
+The node pairs are spread over several sets of fresh processes, and a control row measures two
+nodes without telemetry the same way: how far it lands from 1.00 is the method's resolution.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ print(json.dumps({{"spans": r.span_count, "points": r.point_count}}), flush=True
 
 TARGET = 0.9
 WIDTH = 10
+OFF_OFF = "noop, off/off"  # the control row: two nodes without telemetry
 Pair = tuple[float, float]  # runs/s with telemetry (off, on)
 
 
@@ -100,36 +103,55 @@ def in_turn(index: int) -> tuple[bool, bool]:
     return (False, True) if index % 2 == 0 else (True, False)
 
 
-async def node_pairs(endpoint: str, slices: int, seconds: float) -> dict[str, list[Pair]]:
+async def node_pairs(
+    endpoint: str, slices: int, seconds: float, rounds: int
+) -> dict[str, list[Pair]]:
     """(off, on) runs/s of two nodes started side by side, one exporting telemetry to `endpoint`,
     loaded in turn for `seconds` at a time: each pair's slices are adjacent, so this VM's slow
     drifts in speed (±15% from minute to minute) hit both halves of a pair alike. The order
     alternates from pair to pair. The idle node only waits on its sockets meanwhile, except that
     the telemetry node's exporter may still send its last ≤ 0.5 s of spans during the next off
-    slice (~10 ms of CPU against a 2 s slice: favours "on" by well under 1%)."""
+    slice (~10 ms of CPU against a 2 s slice: favours "on" by well under 1%).
+
+    Why rounds: one node process can run a few % faster or slower than another with the same
+    code and load for its whole life (memory layout, hash seeds), and pairs from one pair of
+    processes all share that bias. So the pairs are spread over `rounds` sets of fresh processes.
+    The control row (`OFF_OFF`) compares a third node, also without telemetry, with the off node in
+    the same way: its distance from 1.00 is what the method itself cannot resolve."""
     import tempfile
 
     import bench_node
 
-    flags = ["--trace-enabled", "--metrics-enabled", "--otlp-endpoint", endpoint]
-    pairs: dict[str, list[Pair]] = {"echo": [], "noop": []}
-    with tempfile.TemporaryDirectory() as off_dir, tempfile.TemporaryDirectory() as on_dir:
-        off_node, off_ports = bench_node.start_node(Path(off_dir))
-        on_node, on_ports = bench_node.start_node(Path(on_dir), flags)
-        targets = {False: f"127.0.0.1:{off_ports['port']}", True: f"127.0.0.1:{on_ports['port']}"}
-        flows = (("echo", bench_node.echo_flow()), ("noop", bench_node.noop_flow(WIDTH)))
-        try:
-            for name, flow in flows:
-                for index in range(slices):
-                    rates = {}
-                    for on in in_turn(index):
-                        figures = await bench_node.measure(targets[on], flow, 32, seconds)
-                        rates[on] = figures["runs_per_s"]
-                    pairs[name].append((rates[False], rates[True]))
-        finally:
-            for node in (off_node, on_node):
-                node.terminate()
-                node.wait(timeout=30)
+    telemetry_flags = ["--trace-enabled", "--metrics-enabled", "--otlp-endpoint", endpoint]
+    rows = (
+        ("echo", bench_node.echo_flow(), "on"),
+        ("noop", bench_node.noop_flow(WIDTH), "on"),
+        (OFF_OFF, bench_node.noop_flow(WIDTH), "off2"),
+    )
+    pairs: dict[str, list[Pair]] = {label: [] for label, _, _ in rows}
+    for round_index in range(rounds):
+        per_round = slices // rounds + (round_index < slices % rounds)
+        with tempfile.TemporaryDirectory() as scratch:
+            nodes, targets = [], {}
+            for name, flags in (("off", []), ("on", telemetry_flags), ("off2", [])):
+                workdir = Path(scratch) / name
+                workdir.mkdir()
+                node, ports = bench_node.start_node(workdir, flags)
+                nodes.append(node)
+                targets[name] = f"127.0.0.1:{ports['port']}"
+            try:
+                for label, flow, other in rows:
+                    for _ in range(per_round):
+                        rates = {}
+                        for on in in_turn(len(pairs[label])):
+                            target = targets[other if on else "off"]
+                            figures = await bench_node.measure(target, flow, 32, seconds)
+                            rates[on] = figures["runs_per_s"]
+                        pairs[label].append((rates[False], rates[True]))
+            finally:
+                for node in nodes:
+                    node.terminate()
+                    node.wait(timeout=30)
     return pairs
 
 
@@ -144,10 +166,10 @@ def engine_pairs(endpoint: str, slices: int, seconds: float, sleep_ms: int) -> l
     return pairs
 
 
-def row(label: str, pairs: list[Pair], steps: int = 0) -> str:
+def row(label: str, pairs: list[Pair], steps: int = 0, judged: bool = True) -> str:
     """Median runs/s off and on, and the median of the pairs' on/off ratios with their range.
     With `steps`, the time telemetry adds per step (from the median rates) instead of a verdict
-    against the target."""
+    against the target; a row not `judged` (the control) gets none."""
     ratios = sorted(on / off for off, on in pairs)
     ratio = statistics.median(ratios)
     off_rate = statistics.median(off for off, _ in pairs)
@@ -155,6 +177,8 @@ def row(label: str, pairs: list[Pair], steps: int = 0) -> str:
     if steps:
         added_us = (1 / on_rate - 1 / off_rate) / steps * 1e6
         verdict = f"{added_us:+.0f} µs per step"
+    elif not judged:
+        verdict = "(control: both off)"
     else:
         verdict = f"({'meets' if ratio >= TARGET else 'MISSES'} {TARGET})"
     return (
@@ -167,6 +191,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one slice")
     parser.add_argument("--slices", type=int, default=16, help="off/on pairs per row")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="sets of fresh nodes the pairs are spread over"
+    )
     args = parser.parse_args()
     receiver = subprocess.Popen(
         [sys.executable, "-c", RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -174,7 +201,7 @@ def main() -> None:
     assert receiver.stdin is not None and receiver.stdout is not None
     endpoint = f"http://127.0.0.1:{int(receiver.stdout.readline())}"
     try:
-        node = asyncio.run(node_pairs(endpoint, args.slices, args.seconds))
+        node = asyncio.run(node_pairs(endpoint, args.slices, args.seconds, args.rounds))
         engine = {ms: engine_pairs(endpoint, args.slices, args.seconds, ms) for ms in (0, 5)}
     finally:
         receiver.stdin.close()
@@ -183,11 +210,13 @@ def main() -> None:
     header = f"{'off runs/s':>11} {'on runs/s':>10} {'on/off':>7}  pair range"
     print(
         "a node, 32 gRPC clients, SQLite journal; tracing + metrics exported"
-        f" ({args.slices} adjacent off/on pairs of {args.seconds:g} s; ratio: median of pairs)"
+        f" ({args.slices} adjacent off/on pairs of {args.seconds:g} s over {args.rounds} sets of"
+        " fresh nodes; ratio: median of pairs)"
     )
     print(f"{'flow':>18} {header}")
     print(row("echo (stepflow-py)", node["echo"]))
     print(row(f"{WIDTH} noop steps", node["noop"]))
+    print(row(OFF_OFF, node[OFF_OFF], judged=False))
     print(
         f"engine alone: {WIDTH} parallel steps per run, in-memory journal; what telemetry adds"
         " per step (noop: the floor of the ratio for any flow)"
