@@ -11,16 +11,18 @@ telemetry on, everything is exported over OTLP/gRPC to a receiver in its own pro
 collector would do).
 
 How: this 2-core VM's speed drifts by ±15% over tens of seconds, more than the effect measured.
-So off and on are measured in short adjacent slices (an off/on pair, order alternating from pair
-to pair) and a row's ratio is the median of its pairs' ratios; the pairs' range is printed too.
-The node pairs are spread over several sets of fresh processes, and a control row measures two
-nodes without telemetry the same way: how far it lands from 1.00 is the method's resolution.
+So off and on are measured in short adjacent slices and a row's ratio is the median of the
+slices' on/off ratios; their range is printed too. The engine alternates off/on pairs. For the
+node a third node without telemetry is measured in the same turns (off, on, control; triplets in
+all six orders), and how far control/off lands from 1.00 is the method's resolution; fresh sets
+of nodes are started a few times over (see `node_pairs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import subprocess
@@ -51,7 +53,6 @@ print(json.dumps({{"spans": r.span_count, "points": r.point_count}}), flush=True
 
 TARGET = 0.9
 WIDTH = 10
-OFF_OFF = "noop, off/off"  # the control row: two nodes without telemetry
 Pair = tuple[float, float]  # runs/s with telemetry (off, on)
 
 
@@ -103,51 +104,55 @@ def in_turn(index: int) -> tuple[bool, bool]:
     return (False, True) if index % 2 == 0 else (True, False)
 
 
+NODES = ("off", "on", "control")  # the control node runs without telemetry, like "off"
+ORDERS = tuple(itertools.permutations(NODES))  # each node first, second and third equally often
+
+
 async def node_pairs(
     endpoint: str, slices: int, seconds: float, rounds: int
-) -> dict[str, list[Pair]]:
-    """(off, on) runs/s of two nodes started side by side, one exporting telemetry to `endpoint`,
-    loaded in turn for `seconds` at a time: each pair's slices are adjacent, so this VM's slow
-    drifts in speed (±15% from minute to minute) hit both halves of a pair alike. The order
-    alternates from pair to pair. The idle node only waits on its sockets meanwhile, except that
-    the telemetry node's exporter may still send its last ≤ 0.5 s of spans during the next off
-    slice (~10 ms of CPU against a 2 s slice: favours "on" by well under 1%).
+) -> dict[str, dict[str, list[Pair]]]:
+    """Per flow, (off, on) and (off, control) runs/s of three nodes started side by side (one
+    exporting telemetry to `endpoint`), loaded in turn for `seconds` at a time.
 
-    Why rounds: one node process can run a few % faster or slower than another with the same
-    code and load for its whole life (memory layout, hash seeds), and pairs from one pair of
-    processes all share that bias. So the pairs are spread over `rounds` sets of fresh processes.
-    The control row (`OFF_OFF`) compares a third node, also without telemetry, with the off node in
-    the same way: its distance from 1.00 is what the method itself cannot resolve."""
+    Each triplet's slices are adjacent, so this VM's slow drifts in speed (±15% from minute to
+    minute) hit all three alike, and the order cycles through all six so that none is favoured.
+    The control node has the same history as the others (flows, load, worker), so how far its
+    ratio lands from 1.00 is what the method cannot resolve. The idle nodes only wait on their
+    sockets meanwhile, except that the telemetry node's exporter may still send its last ≤ 0.5 s
+    of spans during the next slice (~10 ms of CPU against a 2 s slice: well under 1%).
+
+    Why rounds: one node process can run a few % faster or slower than another with the same code
+    and load for its whole life (memory layout, hash seeds, where the scheduler puts its threads),
+    and all triplets from one set of processes share that bias. So the triplets are spread over
+    `rounds` sets of fresh processes."""
     import tempfile
 
     import bench_node
 
     telemetry_flags = ["--trace-enabled", "--metrics-enabled", "--otlp-endpoint", endpoint]
-    rows = (
-        ("echo", bench_node.echo_flow(), "on"),
-        ("noop", bench_node.noop_flow(WIDTH), "on"),
-        (OFF_OFF, bench_node.noop_flow(WIDTH), "off2"),
-    )
-    pairs: dict[str, list[Pair]] = {label: [] for label, _, _ in rows}
+    flows = {"echo": bench_node.echo_flow(), "noop": bench_node.noop_flow(WIDTH)}
+    pairs: dict[str, dict[str, list[Pair]]] = {name: {"on": [], "control": []} for name in flows}
     for round_index in range(rounds):
         per_round = slices // rounds + (round_index < slices % rounds)
         with tempfile.TemporaryDirectory() as scratch:
             nodes, targets = [], {}
-            for name, flags in (("off", []), ("on", telemetry_flags), ("off2", [])):
+            for name in NODES:
                 workdir = Path(scratch) / name
                 workdir.mkdir()
-                node, ports = bench_node.start_node(workdir, flags)
+                node, ports = bench_node.start_node(
+                    workdir, telemetry_flags if name == "on" else []
+                )
                 nodes.append(node)
                 targets[name] = f"127.0.0.1:{ports['port']}"
             try:
-                for label, flow, other in rows:
+                for flow_name, flow in flows.items():
                     for _ in range(per_round):
                         rates = {}
-                        for on in in_turn(len(pairs[label])):
-                            target = targets[other if on else "off"]
-                            figures = await bench_node.measure(target, flow, 32, seconds)
-                            rates[on] = figures["runs_per_s"]
-                        pairs[label].append((rates[False], rates[True]))
+                        for name in ORDERS[len(pairs[flow_name]["on"]) % len(ORDERS)]:
+                            figures = await bench_node.measure(targets[name], flow, 32, seconds)
+                            rates[name] = figures["runs_per_s"]
+                        for other in ("on", "control"):
+                            pairs[flow_name][other].append((rates["off"], rates[other]))
             finally:
                 for node in nodes:
                     node.terminate()
@@ -178,7 +183,7 @@ def row(label: str, pairs: list[Pair], steps: int = 0, judged: bool = True) -> s
         added_us = (1 / on_rate - 1 / off_rate) / steps * 1e6
         verdict = f"{added_us:+.0f} µs per step"
     elif not judged:
-        verdict = "(control: both off)"
+        verdict = "(a third node, also off: the method's resolution)"
     else:
         verdict = f"({'meets' if ratio >= TARGET else 'MISSES'} {TARGET})"
     return (
@@ -190,9 +195,9 @@ def row(label: str, pairs: list[Pair], steps: int = 0, judged: bool = True) -> s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one slice")
-    parser.add_argument("--slices", type=int, default=16, help="off/on pairs per row")
+    parser.add_argument("--slices", type=int, default=18, help="pairs (node: triplets) per row")
     parser.add_argument(
-        "--rounds", type=int, default=4, help="sets of fresh nodes the pairs are spread over"
+        "--rounds", type=int, default=3, help="sets of fresh nodes the pairs are spread over"
     )
     args = parser.parse_args()
     receiver = subprocess.Popen(
@@ -210,13 +215,13 @@ def main() -> None:
     header = f"{'off runs/s':>11} {'on runs/s':>10} {'on/off':>7}  pair range"
     print(
         "a node, 32 gRPC clients, SQLite journal; tracing + metrics exported"
-        f" ({args.slices} adjacent off/on pairs of {args.seconds:g} s over {args.rounds} sets of"
-        " fresh nodes; ratio: median of pairs)"
+        f" ({args.slices} adjacent off/on/control triplets of {args.seconds:g} s over"
+        f" {args.rounds} sets of fresh nodes; ratio: median of the triplets' on/off)"
     )
     print(f"{'flow':>18} {header}")
-    print(row("echo (stepflow-py)", node["echo"]))
-    print(row(f"{WIDTH} noop steps", node["noop"]))
-    print(row(OFF_OFF, node[OFF_OFF], judged=False))
+    for label, flow_name in (("echo (stepflow-py)", "echo"), (f"{WIDTH} noop steps", "noop")):
+        print(row(label, node[flow_name]["on"]))
+        print(row("control", node[flow_name]["control"], judged=False))
     print(
         f"engine alone: {WIDTH} parallel steps per run, in-memory journal; what telemetry adds"
         " per step (noop: the floor of the ratio for any flow)"
