@@ -121,10 +121,10 @@ async def node_pairs(
     sockets meanwhile, except that the telemetry node's exporter may still send its last ≤ 0.5 s
     of spans during the next slice (~10 ms of CPU against a 2 s slice: well under 1%).
 
-    Why rounds: one node process can run a few % faster or slower than another with the same code
-    and load for its whole life (memory layout, hash seeds, where the scheduler puts its threads),
-    and all triplets from one set of processes share that bias. So the triplets are spread over
-    `rounds` sets of fresh processes."""
+    Why rounds: two nodes with the same code and load, both off, measured 0.97 to 1.03 from one set
+    of fresh processes to the next (4 sets of 6 pairs), as if a process kept its own speed for
+    its whole life (memory layout, hash seeds, where the scheduler puts its threads), and all
+    triplets from one set share that bias. So the triplets are spread over `rounds` sets."""
     import tempfile
 
     import bench_node
