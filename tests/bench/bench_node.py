@@ -123,6 +123,7 @@ async def drive(
     elapsed = time.perf_counter() - began
     latencies.sort()
     return {
+        "runs": float(len(latencies)),
         "runs_per_s": len(latencies) / elapsed,
         "p50_ms": statistics.median(latencies) * 1e3,
         "p95_ms": latencies[int(len(latencies) * 0.95) - 1] * 1e3,
@@ -218,6 +219,12 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         found += [int(child) for child in task.read_text().split()]
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 LABELS = [

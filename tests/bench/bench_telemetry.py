@@ -15,7 +15,9 @@ So off and on are measured in short adjacent slices and a row's ratio is the med
 slices' on/off ratios; their range is printed too. The engine alternates off/on pairs. For the
 node a third node without telemetry is measured in the same turns (off, on, control; triplets in
 all six orders), and how far control/off lands from 1.00 is the method's resolution; fresh sets
-of nodes are started a few times over (see `node_pairs`).
+of nodes are started a few times over (see `node_pairs`). Alongside, each node's CPU time (and its
+worker's) is summed over all its turns: CPU per run on/off is the throughput a saturated node
+would keep, without the VM's drift in it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from stepflow_mesh.runtime import telemetry
@@ -108,11 +111,34 @@ NODES = ("off", "on", "control")  # the control node runs without telemetry, lik
 ORDERS = tuple(itertools.permutations(NODES))  # each node first, second and third equally often
 
 
+@dataclass
+class Cost:
+    """CPU seconds one node and its worker used over all the node's turns with one flow (idle
+    time between its turns included: the telemetry node's exporter may still be sending then),
+    and the runs it finished in those turns."""
+
+    node: float = 0.0
+    worker: float = 0.0
+    runs: float = 0.0
+
+    def per_run_ms(self) -> tuple[float, float]:
+        return self.node / self.runs * 1e3, self.worker / self.runs * 1e3
+
+
+def cpu_of(node: int) -> tuple[float, float]:
+    """CPU seconds used so far by the node process and by its worker processes."""
+    import bench_node
+
+    workers = bench_node._children(node)
+    return bench_node.cpu_seconds(node), sum(bench_node.cpu_seconds(pid) for pid in workers)
+
+
 async def node_pairs(
     endpoint: str, slices: int, seconds: float, rounds: int
-) -> dict[str, dict[str, list[Pair]]]:
+) -> tuple[dict[str, dict[str, list[Pair]]], dict[str, dict[str, Cost]]]:
     """Per flow, (off, on) and (off, control) runs/s of three nodes started side by side (one
-    exporting telemetry to `endpoint`), loaded in turn for `seconds` at a time.
+    exporting telemetry to `endpoint`), loaded in turn for `seconds` at a time; and per flow and
+    node, its CPU cost over all its turns.
 
     Each triplet's slices are adjacent, so this VM's slow drifts in speed (±15% from minute to
     minute) hit all three alike, and the order cycles through all six so that none is favoured.
@@ -132,32 +158,42 @@ async def node_pairs(
     telemetry_flags = ["--trace-enabled", "--metrics-enabled", "--otlp-endpoint", endpoint]
     flows = {"echo": bench_node.echo_flow(), "noop": bench_node.noop_flow(WIDTH)}
     pairs: dict[str, dict[str, list[Pair]]] = {name: {"on": [], "control": []} for name in flows}
+    costs = {flow_name: {name: Cost() for name in NODES} for flow_name in flows}
     for round_index in range(rounds):
         per_round = slices // rounds + (round_index < slices % rounds)
         with tempfile.TemporaryDirectory() as scratch:
-            nodes, targets = [], {}
+            nodes, targets = {}, {}
             for name in NODES:
                 workdir = Path(scratch) / name
                 workdir.mkdir()
                 node, ports = bench_node.start_node(
                     workdir, telemetry_flags if name == "on" else []
                 )
-                nodes.append(node)
+                nodes[name] = node
                 targets[name] = f"127.0.0.1:{ports['port']}"
             try:
+                for name in NODES:  # the worker starts (and imports) before any CPU is counted
+                    await bench_node.measure(targets[name], flows["echo"], 1, 0.1)
                 for flow_name, flow in flows.items():
+                    before = {name: cpu_of(nodes[name].pid) for name in NODES}
                     for _ in range(per_round):
                         rates = {}
                         for name in ORDERS[len(pairs[flow_name]["on"]) % len(ORDERS)]:
                             figures = await bench_node.measure(targets[name], flow, 32, seconds)
                             rates[name] = figures["runs_per_s"]
+                            costs[flow_name][name].runs += figures["runs"]
                         for other in ("on", "control"):
                             pairs[flow_name][other].append((rates["off"], rates[other]))
+                    for name in NODES:
+                        (node_then, worker_then), cost = before[name], costs[flow_name][name]
+                        node_now, worker_now = cpu_of(nodes[name].pid)
+                        cost.node += node_now - node_then
+                        cost.worker += worker_now - worker_then
             finally:
-                for node in nodes:
+                for node in nodes.values():
                     node.terminate()
                     node.wait(timeout=30)
-    return pairs
+    return pairs, costs
 
 
 def engine_pairs(endpoint: str, slices: int, seconds: float, sleep_ms: int) -> list[Pair]:
@@ -192,6 +228,17 @@ def row(label: str, pairs: list[Pair], steps: int = 0, judged: bool = True) -> s
     )
 
 
+def cost_row(label: str, off: Cost, on: Cost) -> str:
+    """CPU per run of the node and of its worker, off and on, and (node + worker) off/on."""
+    node_off, worker_off = off.per_run_ms()
+    node_on, worker_on = on.per_run_ms()
+    ratio = (node_off + worker_off) / (node_on + worker_on)
+    return (
+        f"{label:>18} {node_off:>9.2f} {node_on:>8.2f} {worker_off:>11.2f} {worker_on:>10.2f}"
+        f" {ratio:>7.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one slice")
@@ -206,7 +253,7 @@ def main() -> None:
     assert receiver.stdin is not None and receiver.stdout is not None
     endpoint = f"http://127.0.0.1:{int(receiver.stdout.readline())}"
     try:
-        node = asyncio.run(node_pairs(endpoint, args.slices, args.seconds, args.rounds))
+        node, costs = asyncio.run(node_pairs(endpoint, args.slices, args.seconds, args.rounds))
         engine = {ms: engine_pairs(endpoint, args.slices, args.seconds, ms) for ms in (0, 5)}
     finally:
         receiver.stdin.close()
@@ -219,9 +266,20 @@ def main() -> None:
         f" {args.rounds} sets of fresh nodes; ratio: median of the triplets' on/off)"
     )
     print(f"{'flow':>18} {header}")
-    for label, flow_name in (("echo (stepflow-py)", "echo"), (f"{WIDTH} noop steps", "noop")):
+    flow_labels = (("echo (stepflow-py)", "echo"), (f"{WIDTH} noop steps", "noop"))
+    for label, flow_name in flow_labels:
         print(row(label, node[flow_name]["on"]))
         print(row("control", node[flow_name]["control"], judged=False))
+    print(
+        "CPU per run over all turns, ms (/proc, the node and its stepflow-py worker); off/on of"
+        " their sum is the throughput a saturated node keeps (control: a third node, also off)"
+    )
+    columns = f"{'node off':>9} {'node on':>8} {'worker off':>11} {'worker on':>10} {'off/on':>7}"
+    print(f"{'flow':>18} {columns}")
+    for label, flow_name in flow_labels:
+        spent = costs[flow_name]
+        print(cost_row(label, spent["off"], spent["on"]))
+        print(cost_row("control", spent["off"], spent["control"]))
     print(
         f"engine alone: {WIDTH} parallel steps per run, in-memory journal; what telemetry adds"
         " per step (noop: the floor of the ratio for any flow)"
