@@ -185,8 +185,9 @@ async def node_pairs(
                         for other in ("on", "control"):
                             pairs[flow_name][other].append((rates["off"], rates[other]))
                     for name in NODES:
-                        (node_then, worker_then), cost = before[name], costs[flow_name][name]
+                        node_then, worker_then = before[name]
                         node_now, worker_now = cpu_of(nodes[name].pid)
+                        cost = costs[flow_name][name]
                         cost.node += node_now - node_then
                         cost.worker += worker_now - worker_then
             finally:
