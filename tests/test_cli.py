@@ -679,6 +679,22 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     assert "Missing file: nope.yaml" in done.stderr
 
 
+def test_log_file_implies_file_destination_and_off_silences(flow: Path, tmp_path: Path) -> None:
+    """durability.md §14: `--log-file` implies `file`; `off` is a level."""
+    warning = "traces and metrics need --otlp-endpoint"  # logged by `--trace-enabled` alone
+    run = ("run", "--flow", flow, "--input-json", '{"prompt": "hi"}')
+    done = stepflow("--trace-enabled", "--log-file", tmp_path / "node.log", *run, cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    assert warning in (tmp_path / "node.log").read_text()
+    assert warning not in done.stderr
+    loud = stepflow("--trace-enabled", *run, cwd=tmp_path)
+    assert loud.code == 0 and warning in loud.stderr
+    quiet = stepflow("--log-level", "off", "--trace-enabled", *run, cwd=tmp_path)
+    assert quiet.code == 0 and warning not in quiet.stderr
+    bad = stepflow("--log-level", "loud", *run, cwd=tmp_path)
+    assert "unknown log level 'loud' (use off, error, warn, info, debug, trace)" in bad.error_line()
+
+
 # -- run: openai against a fake server --------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..telemetry.logs import RunContextFilter
+from ..telemetry.settings import python_level_name
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -36,18 +37,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+OFF = logging.CRITICAL + 10  # above every record's level
+
+
 def _level(name: str, flag: str) -> int:
-    value = logging.getLevelName(name.upper())
+    name = name.strip().lower()
+    if name == "off":
+        return OFF
+    value = logging.getLevelName(python_level_name(name))
     if not isinstance(value, int):
-        raise UserError(f"unknown log level '{name}' (use trace, debug, info, warn, error)", flag)
+        raise UserError(
+            f"unknown log level '{name}' (use off, error, warn, info, debug, trace)", flag
+        )
     return value
 
 
 def configure_logging(
     *, level: str, other_level: str, destination: str, fmt: str, log_file: str | None
 ) -> None:
-    level = {"warn": "warning", "trace": "debug"}.get(level.lower(), level)
-    other_level = {"warn": "warning", "trace": "debug"}.get(other_level.lower(), other_level)
     handler: logging.Handler
     if destination == "file":
         if not log_file:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..errors import UserError
 from ..version import VERSION
@@ -31,7 +32,11 @@ class StepflowGroup(click.Group):
 @click.group(cls=StepflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(VERSION, "-V", "--version", prog_name="stepflow")
 @click.option("--log-level", envvar="STEPFLOW_LOG_LEVEL", default="info", show_default=True)
-@click.option("--other-log-level", envvar="STEPFLOW_OTHER_LOG_LEVEL", default="warning")
+@click.option(
+    "--other-log-level",
+    envvar="STEPFLOW_OTHER_LOG_LEVEL",
+    help="Level for dependencies' loggers (default: --log-level's).",
+)
 @click.option(
     "--log-destination",
     envvar="STEPFLOW_LOG_DESTINATION",
@@ -46,7 +51,12 @@ class StepflowGroup(click.Group):
     default="text",
     show_default=True,
 )
-@click.option("--log-file", envvar="STEPFLOW_LOG_FILE", type=click.Path())
+@click.option(
+    "--log-file",
+    envvar="STEPFLOW_LOG_FILE",
+    type=click.Path(),
+    help="Implies --log-destination file.",
+)
 @click.option("--trace-enabled", envvar="STEPFLOW_TRACE_ENABLED", is_flag=True)
 @click.option("--metrics-enabled", envvar="STEPFLOW_METRICS_ENABLED", is_flag=True)
 @click.option("--otlp-endpoint", envvar="STEPFLOW_OTLP_ENDPOINT")
@@ -56,7 +66,7 @@ class StepflowGroup(click.Group):
 def cli(
     ctx: click.Context,
     log_level: str,
-    other_log_level: str,
+    other_log_level: str | None,
     log_destination: str,
     log_format: str,
     log_file: str | None,
@@ -68,9 +78,11 @@ def cli(
 ) -> None:
     """Run Stepflow workflows."""
     ctx.meta["stepflow.debug"] = debug
+    if log_file and ctx.get_parameter_source("log_destination") is ParameterSource.DEFAULT:
+        log_destination = "file"
     configure_logging(
         level=log_level,
-        other_level=other_log_level,
+        other_level=other_log_level or log_level,
         destination=log_destination,
         fmt=log_format,
         log_file=log_file,
@@ -82,7 +94,9 @@ def cli(
         trace_enabled=trace_enabled,
         metrics_enabled=metrics_enabled,
         otlp_endpoint=otlp_endpoint or None,
-        logs_otlp=log_destination == "otlp",
+        log_destination=log_destination,
+        log_level=log_level,
+        log_file=log_file,
         service_name="stepflow-server" if server else "stepflow",
     )
     # Exporters flush when the command ends (after a node's graceful stop, durability.md §10).

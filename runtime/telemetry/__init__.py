@@ -143,12 +143,12 @@ def init(settings: TelemetrySettings, *, log_context: bool = False) -> Telemetry
     shutdown()
     _settings = settings
     logs.node_id = settings.node_id
-    if not settings.active and not log_context:
-        return None
     if (settings.trace_enabled or settings.metrics_enabled) and not settings.otlp_endpoint:
         log.warning("traces and metrics need --otlp-endpoint; nothing will be exported")
     if settings.logs_otlp and not settings.otlp_endpoint:
         log.warning("--log-destination otlp needs --otlp-endpoint; logging to stderr")
+    if not settings.active and not log_context:
+        return None
     active = Telemetry(settings, log_context=log_context)
     metrics.current = active.metrics
     return active

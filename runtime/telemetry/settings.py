@@ -42,7 +42,10 @@ class TelemetrySettings:
 
     trace_enabled: bool = False
     metrics_enabled: bool = False
-    logs_otlp: bool = False  # `--log-destination otlp`
+    # The CLI's logging flags (None: not set here), kept so that launched workers log likewise.
+    log_destination: str | None = None  # stdout, stderr, file or otlp
+    log_level: str | None = None
+    log_file: str | None = None
     otlp_endpoint: str | None = None
     service_name: str = "stepflow"
     # `OTEL_METRIC_EXPORT_INTERVAL` (ms) overrides the 10 s default; tests use a short one.
@@ -73,6 +76,10 @@ class TelemetrySettings:
         return self.metrics_enabled and bool(self.otlp_endpoint)
 
     @property
+    def logs_otlp(self) -> bool:
+        return self.log_destination == "otlp"
+
+    @property
     def logs(self) -> bool:
         return self.logs_otlp and bool(self.otlp_endpoint)
 
@@ -81,14 +88,35 @@ class TelemetrySettings:
         return self.tracing or self.metrics or self.logs
 
     def worker_env(self) -> dict[str, str]:
-        """Env for worker processes the runtime launches, so their spans reach our collector.
+        """Env for worker processes the runtime launches: their spans reach our collector, and
+        their logs go where ours go, at our level.
 
-        stepflow-py reads `STEPFLOW_OTLP_ENDPOINT` and `STEPFLOW_TRACE_ENABLED`; `OTEL_*` of this
-        process are inherited with the rest of its environment.
+        stepflow-py reads `STEPFLOW_OTLP_ENDPOINT`, `STEPFLOW_TRACE_ENABLED` and the
+        `STEPFLOW_LOG_*` variables; `OTEL_*` of this process are inherited with the rest of its
+        environment. Left to itself, a stepflow-py worker given an endpoint would send its logs
+        there even when ours go to stderr.
         """
-        if not self.otlp_endpoint:
-            return {}
-        return {
-            "STEPFLOW_OTLP_ENDPOINT": self.otlp_endpoint,
-            "STEPFLOW_TRACE_ENABLED": "true" if self.trace_enabled else "false",
-        }
+        env: dict[str, str] = {}
+        if self.log_level is not None:
+            env["STEPFLOW_LOG_LEVEL"] = python_level_name(self.log_level)
+        if self.logs:
+            env["STEPFLOW_LOG_DESTINATION"] = "otlp"
+        elif self.log_destination == "file" and self.log_file:
+            env["STEPFLOW_LOG_DESTINATION"] = "file"
+            env["STEPFLOW_LOG_FILE"] = self.log_file
+        elif self.log_destination is not None:  # a launched worker's stdout is not ours
+            env["STEPFLOW_LOG_DESTINATION"] = "stderr"
+        if self.otlp_endpoint:
+            env["STEPFLOW_OTLP_ENDPOINT"] = self.otlp_endpoint
+            env["STEPFLOW_TRACE_ENABLED"] = "true" if self.trace_enabled else "false"
+        return env
+
+
+# durability.md §14's level names (off, error, warn, info, debug, trace) as Python's logging
+# module, and so stepflow-py, spells them; "off" has no name there, CRITICAL is the nearest.
+_PYTHON_LEVEL_NAMES = {"off": "CRITICAL", "trace": "DEBUG", "warn": "WARNING"}
+
+
+def python_level_name(name: str) -> str:
+    name = name.strip().lower()
+    return _PYTHON_LEVEL_NAMES.get(name, name.upper())

@@ -22,6 +22,7 @@ from stepflow_mesh.runtime._pb.stepflow.v1 import (
     runs_pb2_grpc,
 )
 from stepflow_mesh.runtime.worker_api.convert import to_value
+from waiting import wait_until
 
 from .receiver import ReceivedPoint, ReceivedSpan, Receiver
 
@@ -74,11 +75,21 @@ def logged_flow(marker: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+QUIET_WORKER = {"STEPFLOW_LOG_LEVEL": "WARNING", "STEPFLOW_LOG_DESTINATION": "stderr"}
+
+
 class Node(NodeProcess):
-    """A traced node with a stepflow-py worker; logs as JSON lines to `node.jsonl`."""
+    """A traced node with a stepflow-py worker; logs as JSON lines to `node.jsonl`. The worker
+    logs warnings to stderr unless `worker_env` says otherwise ({}: as the node does)."""
 
     def __init__(
-        self, workdir: Path, flags: list[str], env: dict[str, str], *, otlp_logs: bool = False
+        self,
+        workdir: Path,
+        flags: list[str],
+        env: dict[str, str],
+        *,
+        otlp_logs: bool = False,
+        worker_env: dict[str, str] = QUIET_WORKER,
     ) -> None:
         config = {
             "plugins": {
@@ -89,7 +100,7 @@ class Node(NodeProcess):
                     "command": sys.executable,
                     "args": [str(WORKER)],
                     "executionTimeoutSecs": 2,
-                    "env": {"STEPFLOW_LOG_LEVEL": "WARNING", "STEPFLOW_LOG_DESTINATION": "stderr"},
+                    "env": worker_env,
                 },
                 "nobody": {"type": "grpc", "queueName": "nobody", "queueTimeoutSecs": 1},
             },
@@ -403,6 +414,39 @@ def test_log_destination_otlp_sends_records_with_run_ids_and_flushes_on_sigterm(
         # The last records (the graceful stop) left before the process exited.
         assert any(g.body.startswith("shutting down") for g in collector.snapshot_logs())
         assert "retrying step" not in (tmp_path / "stderr.log").read_text()
+    finally:
+        collector.stop()
+
+
+def test_launched_workers_log_where_the_node_logs(tmp_path: Path) -> None:
+    """The node passes its log level and destination on (telemetry.worker_env): to its file here,
+    not to the collector a stepflow-py worker given an endpoint would otherwise choose; with
+    `--log-destination otlp`, to the collector."""
+    collector = Receiver().start()
+    try:
+        env = {**FAST_EXPORT, "OTEL_BLRP_SCHEDULE_DELAY": "100"}
+        flags = ["--trace-enabled", "--otlp-endpoint", collector.endpoint]
+        (tmp_path / "file").mkdir()
+        node = Node(tmp_path / "file", flags, env, worker_env={})
+        response = node.run(node.store_flow(TRACE_FLOW), {"text": "to the file"})
+        assert response.summary.status == common_pb2.EXECUTION_STATUS_COMPLETED
+
+        def executing(records: list[dict[str, Any]]) -> bool:
+            return any(str(r.get("message", "")).startswith("Executing task") for r in records)
+
+        wait_until(lambda: executing(node.log_records()), 30, "the worker's record in node.jsonl")
+        collector.wait_for(lambda r: [s for s in r.snapshot_spans() if s.name == "execute shout"])
+        assert node.stop() == 0  # the worker stops (and flushes) with the node
+        assert not [g for g in collector.snapshot_logs() if g.body.startswith("Executing task")]
+
+        (tmp_path / "otlp").mkdir()
+        node = Node(tmp_path / "otlp", flags, env, otlp_logs=True, worker_env={})
+        node.run(node.store_flow(TRACE_FLOW), {"text": "to the collector"})
+        record = collector.wait_for(
+            lambda r: [g for g in r.snapshot_logs() if g.body.startswith("Executing task")]
+        )[0]
+        assert record.service != "stepflow-server"  # the worker's own resource
+        assert node.stop() == 0
     finally:
         collector.stop()
 
