@@ -103,7 +103,7 @@ class TelemetrySettings:
             env["STEPFLOW_LOG_DESTINATION"] = "otlp"
         elif self.log_destination == "file" and self.log_file:
             env["STEPFLOW_LOG_DESTINATION"] = "file"
-            env["STEPFLOW_LOG_FILE"] = self.log_file
+            env["STEPFLOW_LOG_FILE"] = os.path.abspath(self.log_file)  # a worker's cwd may differ
         elif self.log_destination is not None:  # a launched worker's stdout is not ours
             env["STEPFLOW_LOG_DESTINATION"] = "stderr"
         if self.otlp_endpoint:

@@ -3,6 +3,8 @@ node's log level and destination in the spellings stepflow-py reads."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from stepflow_mesh.runtime.telemetry.settings import TelemetrySettings, python_level_name
 
@@ -47,6 +49,8 @@ def test_worker_logs_follow_ours_to_otlp_or_to_our_file() -> None:
         "STEPFLOW_LOG_DESTINATION": "file",
         "STEPFLOW_LOG_FILE": "/var/log/node.log",
     }
+    relative = TelemetrySettings(log_destination="file", log_file="node.log").worker_env()
+    assert relative["STEPFLOW_LOG_FILE"] == os.path.join(os.getcwd(), "node.log")
 
 
 @pytest.mark.parametrize(
