@@ -104,16 +104,16 @@ class Runtime:
             self._router = Router(self.config.routes, self.plugins, self.components)
 
     async def close(self) -> None:
-        if self.worker_endpoint is not None and self._owns_endpoint:
-            # Ending the streams first lets workers exit on their own before they are signalled.
-            await self.worker_endpoint.close()
-            self.worker_endpoint = None
+        # Plugins first: a grpc plugin lets its launched worker go while the endpoint serves.
         results = await asyncio.gather(
             *(p.close() for p in self.plugins.values()), return_exceptions=True
         )
         for name, result in zip(self.plugins, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("plugin %s failed to close: %s", name, result)
+        if self.worker_endpoint is not None and self._owns_endpoint:
+            await self.worker_endpoint.close()
+            self.worker_endpoint = None
 
     async def __aenter__(self) -> Runtime:
         await self.start()

@@ -177,3 +177,4 @@ def test_node_demo_runs_through_a_node_and_a_stepflow_py_worker() -> None:
     assert scores == [1, -0.9, 0.5, -1]
     assert len(result["result"]["archive_blob"]) == 64
     assert "node stopped" in proc.stderr
+    assert "Reconnecting" not in proc.stderr  # the worker leaves with the node, without a warning

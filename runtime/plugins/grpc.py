@@ -68,6 +68,7 @@ class GrpcPlugin(Plugin):
             raise UserError("expected a map of strings", f"{where}.env")
         self._components: list[ComponentInfo] = []
         self._process: asyncio.subprocess.Process | None = None
+        self._worker_id: str | None = None  # the launched worker's, from its PullTasks stream
         self._discovering: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -106,13 +107,38 @@ class GrpcPlugin(Plugin):
                 f"cannot start worker '{self.command}': {exc.strerror}", f"plugins.{self.name}"
             ) from None
         log.info("started worker for queue %s (pid %d)", self.queue, self._process.pid)
-        connected = await endpoint.broker.wait_for_stream(self.queue, started, CONNECT_TIMEOUT_SECS)
-        if not connected:
-            await self._stop_process()
+        await self._wait_for_connection(self._process, started)
+
+    async def _wait_for_connection(
+        self, process: asyncio.subprocess.Process, started: float
+    ) -> None:
+        """Until the worker's own stream opens. A worker that exits first (a missing module, a
+        bad command) fails at once with its exit code, not after the connect timeout."""
+        connecting = asyncio.ensure_future(
+            self.worker_endpoint.broker.wait_for_stream(self.queue, started, CONNECT_TIMEOUT_SECS)
+        )
+        exiting = asyncio.ensure_future(process.wait())
+        try:
+            done, _ = await asyncio.wait({connecting, exiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connecting.cancel()
+            exiting.cancel()
+        stream = connecting.result() if connecting in done else None
+        if stream is not None:
+            self._worker_id = stream.worker_id
+            return
+        if exiting in done:
+            self._process = None
             raise UserError(
-                f"gRPC worker did not connect within {CONNECT_TIMEOUT_SECS:.0f} seconds",
+                f"gRPC worker '{self.command}' exited with code {process.returncode} before"
+                " connecting (its stderr, above, says why)",
                 f"plugins.{self.name}",
             )
+        await self._stop_process()
+        raise UserError(
+            f"gRPC worker did not connect within {CONNECT_TIMEOUT_SECS:.0f} seconds",
+            f"plugins.{self.name}",
+        )
 
     async def _stop_process(self) -> None:
         process, self._process = self._process, None
@@ -138,8 +164,13 @@ class GrpcPlugin(Plugin):
         await self._launch()
 
     async def close(self) -> None:
+        """Stops the launched worker while the endpoint still serves: its stream ends cleanly
+        first, so it leaves like after any finished session instead of reporting a lost
+        connection (the runtime and the node close their endpoint after their plugins)."""
         if self._discovering is not None:
             self._discovering.cancel()
+        if self._worker_id is not None and self._process is not None:
+            self.worker_endpoint.broker.retire(self._worker_id)
         await self._stop_process()
 
     # -- components ------------------------------------------------------------------------------

@@ -242,8 +242,8 @@ class Node:
                 await asyncio.gather(*late, return_exceptions=True)
         if self.cluster is not None:
             await self.cluster.leave()
+        await self.runtime.close()  # before the endpoint: launched workers leave cleanly
         await self.endpoint.close()
-        await self.runtime.close()
         await self.store.close()
 
     # -- runs ------------------------------------------------------------------------------------

@@ -40,6 +40,10 @@ class UnknownQueue(Exception):
     """No plugin or route declares this queue → NOT_FOUND."""
 
 
+class Retired(Exception):
+    """The worker was let go (its node is stopping it) and may not reconnect → UNAVAILABLE."""
+
+
 @dataclass(frozen=True)
 class Timeouts:
     queue_secs: float = 30.0
@@ -70,13 +74,14 @@ class TrackedTask:
 
 @dataclass(eq=False)
 class WorkerStream:
-    """One open PullTasks stream."""
+    """One open PullTasks stream. `None` in its outbox ends it cleanly (the worker retires)."""
 
     queue: str
     worker_id: str
-    outbox: asyncio.Queue[TrackedTask] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[TrackedTask | None] = field(default_factory=asyncio.Queue)
     unclaimed: set[TrackedTask] = field(default_factory=set)
     opened_at: float = field(default_factory=time.monotonic)
+    retired: bool = False  # ending: takes no more tasks
 
 
 @dataclass(eq=False)
@@ -113,6 +118,7 @@ class TaskBroker:
         self._aborted: dict[str, float] = {}
         self.forwarder: Forwarder | None = None  # set by a cluster node
         self._forwarding: dict[str, asyncio.Task[None]] = {}
+        self._retired: set[str] = set()  # worker ids that may not open streams again
         # Called with the queue name whenever a worker stream opens or closes (the mesh publishes).
         self.on_streams_changed: Callable[[str], None] | None = None
         self.telemetry = telemetry.broker_metrics(self)  # None unless metrics are on
@@ -265,6 +271,8 @@ class TaskBroker:
     @contextlib.asynccontextmanager
     async def open_stream(self, queue: str, worker_id: str) -> AsyncIterator[WorkerStream]:
         """A PullTasks stream for its lifetime; its unclaimed tasks go back to the queue head."""
+        if worker_id in self._retired:
+            raise Retired(f"worker {worker_id} was stopped by its node")
         state = self._queue(queue)
         stream = WorkerStream(queue, worker_id)
         state.streams.append(stream)
@@ -288,17 +296,33 @@ class TaskBroker:
         if self.on_streams_changed is not None:
             self.on_streams_changed(queue)
 
-    async def wait_for_stream(self, queue: str, opened_after: float, timeout: float) -> bool:
-        """True once a stream opened after `opened_after` (monotonic) exists on the queue."""
+    async def wait_for_stream(
+        self, queue: str, opened_after: float, timeout: float
+    ) -> WorkerStream | None:
+        """The first stream opened on the queue after `opened_after` (monotonic), once there is
+        one; None after `timeout`."""
         state = self._queue(queue)
         deadline = time.monotonic() + timeout
-        while not any(s.opened_at > opened_after for s in state.streams):
+        while True:
+            for stream in state.streams:
+                if stream.opened_at > opened_after:
+                    return stream
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.changed.wait(), remaining)
-        return True
+
+    def retire(self, worker_id: str) -> None:
+        """End the worker's streams cleanly (status OK) and refuse it from now on: a worker
+        its node stops sees the node let it go, not a lost connection (stepflow-py then exits
+        quietly instead of warning and retrying). Other workers' streams are left alone."""
+        self._retired.add(worker_id)
+        for state in self._queues.values():
+            for stream in state.streams:
+                if stream.worker_id == worker_id and not stream.retired:
+                    stream.retired = True
+                    stream.outbox.put_nowait(None)
 
     async def wait_for_no_streams(self, queue: str, timeout: float) -> bool:
         """True once no worker stream is open on the queue (shutdown, tests)."""
@@ -353,7 +377,7 @@ class TaskBroker:
         if state is None:
             return
         while state.pending:
-            free = [s for s in state.streams if not s.unclaimed]
+            free = [s for s in state.streams if not s.unclaimed and not s.retired]
             if not free:
                 self._start_forwarding(queue)
                 return

@@ -20,7 +20,7 @@ from .._pb.stepflow.v1 import (
 )
 from ..blobs import BLOB_TYPES, BlobStore, is_blob_id
 from ..jsonfmt import dumps_compact
-from .broker import TaskBroker, UnknownQueue, UnknownTask
+from .broker import Retired, TaskBroker, UnknownQueue, UnknownTask
 from .convert import from_struct, from_value, to_value
 from .outcomes import Components, DiscoveredComponent, Failure, Outcome, Success
 from .relay import OwnerRelay, OwnerUnavailable
@@ -81,13 +81,15 @@ class TasksServicer(tasks_pb2_grpc.TasksServiceServicer):
             async with self.broker.open_stream(request.queue_name, request.worker_id) as stream:
                 log.info("worker %s connected to queue %s", request.worker_id, request.queue_name)
                 self.on_stream(request.queue_name)
-                while True:
-                    task = await stream.outbox.get()
-                    yield task.payload
+                try:
+                    while (task := await stream.outbox.get()) is not None:
+                        yield task.payload
+                finally:
+                    log.info("worker %s left queue %s", request.worker_id, request.queue_name)
         except UnknownQueue:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown queue {request.queue_name}")
-        finally:
-            log.info("worker %s left queue %s", request.worker_id, request.queue_name)
+        except Retired as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def GetOrchestratorForRun(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]

@@ -148,3 +148,26 @@ async def test_a_missing_worker_command_is_a_clear_error(tmp_path: Path) -> None
     with pytest.raises(UserError, match="cannot start worker"):
         async with Runtime(cfg):
             pass
+
+
+async def test_a_worker_that_exits_before_connecting_fails_at_once(tmp_path: Path) -> None:
+    """A worker that cannot start (a missing module, a bad argument) is reported with its exit
+    code as soon as it exits, not after the 30 s connect timeout."""
+    cfg = config(tmp_path, args=["-c", "import sys; sys.exit(3)"])
+    with pytest.raises(UserError, match="exited with code 3 before connecting") as caught:
+        async with Runtime(cfg):
+            pass
+    assert caught.value.where == "plugins.python"
+
+
+async def test_a_closing_runtime_lets_its_worker_leave_quietly(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Closing ends the worker's stream cleanly and refuses its reconnect, so stepflow-py exits
+    as after any finished session, instead of warning (on the stderr it shares with us) that its
+    connection was lost and that it will retry against a node that is gone."""
+    async with Runtime(config(tmp_path)) as runtime:
+        outcome = await runtime.run(one_step("/python/word_stats", {"text": "a", "top": 1}), [{}])
+        assert outcome.results[0].ok
+    stderr = capfd.readouterr().err  # the worker has exited: close waits for it
+    assert "Reconnecting" not in stderr and "connection lost" not in stderr
