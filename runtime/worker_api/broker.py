@@ -81,7 +81,6 @@ class WorkerStream:
     outbox: asyncio.Queue[TrackedTask | None] = field(default_factory=asyncio.Queue)
     unclaimed: set[TrackedTask] = field(default_factory=set)
     opened_at: float = field(default_factory=time.monotonic)
-    retired: bool = False  # ending: takes no more tasks
 
 
 @dataclass(eq=False)
@@ -118,7 +117,7 @@ class TaskBroker:
         self._aborted: dict[str, float] = {}
         self.forwarder: Forwarder | None = None  # set by a cluster node
         self._forwarding: dict[str, asyncio.Task[None]] = {}
-        self._retired: set[str] = set()  # worker ids that may not open streams again
+        self._retired: set[str] = set()  # worker ids let go: their streams end, none may open
         # Called with the queue name whenever a worker stream opens or closes (the mesh publishes).
         self.on_streams_changed: Callable[[str], None] | None = None
         self.telemetry = telemetry.broker_metrics(self)  # None unless metrics are on
@@ -317,11 +316,12 @@ class TaskBroker:
         """End the worker's streams cleanly (status OK) and refuse it from now on: a worker
         its node stops sees the node let it go, not a lost connection (stepflow-py then exits
         quietly instead of warning and retrying). Other workers' streams are left alone."""
+        if worker_id in self._retired:
+            return
         self._retired.add(worker_id)
         for state in self._queues.values():
             for stream in state.streams:
-                if stream.worker_id == worker_id and not stream.retired:
-                    stream.retired = True
+                if stream.worker_id == worker_id:
                     stream.outbox.put_nowait(None)
 
     async def wait_for_no_streams(self, queue: str, timeout: float) -> bool:
@@ -376,8 +376,9 @@ class TaskBroker:
         state = self._queues.get(queue)
         if state is None:
             return
+        retired = self._retired  # their streams are ending: no more tasks for them
         while state.pending:
-            free = [s for s in state.streams if not s.unclaimed and not s.retired]
+            free = [s for s in state.streams if not s.unclaimed and s.worker_id not in retired]
             if not free:
                 self._start_forwarding(queue)
                 return
