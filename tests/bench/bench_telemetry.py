@@ -12,7 +12,8 @@ collector would do).
 
 How: this 2-core VM's speed drifts by ±15% over tens of seconds, more than the effect measured.
 So off and on are measured in short adjacent slices and a row's ratio is the median of the
-slices' on/off ratios; their range is printed too. The engine alternates off/on pairs. For the
+slices' on/off ratios, printed with a 95% bootstrap interval (triplets resampled: slice-to-slice
+noise, not the bias a set of processes may share). The engine alternates off/on pairs. For the
 node a third node without telemetry is measured in the same turns (off, on, control; triplets in
 all six orders), and how far control/off lands from 1.00 is the method's resolution; fresh sets
 of nodes are started a few times over (see `node_pairs`). Alongside, each node's CPU time (and its
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -208,12 +210,20 @@ def engine_pairs(endpoint: str, slices: int, seconds: float, sleep_ms: int) -> l
     return pairs
 
 
+def interval(ratios: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of the median of `ratios` (seeded: the same data prints the same)."""
+    draw = random.Random(0).choices
+    medians = sorted(statistics.median(draw(ratios, k=len(ratios))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
 def row(label: str, pairs: list[Pair], steps: int = 0, judged: bool = True) -> str:
-    """Median runs/s off and on, and the median of the pairs' on/off ratios with their range.
+    """Median runs/s off and on, and the median of the pairs' on/off ratios with its 95% interval.
     With `steps`, the time telemetry adds per step (from the median rates) instead of a verdict
     against the target; a row not `judged` (the control) gets none."""
-    ratios = sorted(on / off for off, on in pairs)
+    ratios = [on / off for off, on in pairs]
     ratio = statistics.median(ratios)
+    low, high = interval(ratios)
     off_rate = statistics.median(off for off, _ in pairs)
     on_rate = statistics.median(on for _, on in pairs)
     if steps:
@@ -224,8 +234,8 @@ def row(label: str, pairs: list[Pair], steps: int = 0, judged: bool = True) -> s
     else:
         verdict = f"({'meets' if ratio >= TARGET else 'MISSES'} {TARGET})"
     return (
-        f"{label:>18} {off_rate:>11.1f} {on_rate:>10.1f} {ratio:>7.2f}"
-        f"  {ratios[0]:.2f}–{ratios[-1]:.2f}  {verdict}"
+        f"{label:>18} {off_rate:>11.1f} {on_rate:>10.1f} {ratio:>7.3f}"
+        f"  {low:.2f}–{high:.2f}    {verdict}"
     )
 
 
@@ -260,7 +270,7 @@ def main() -> None:
         receiver.stdin.close()
         counts = json.loads(receiver.stdout.readline() or "{}")
         receiver.wait(timeout=30)
-    header = f"{'off runs/s':>11} {'on runs/s':>10} {'on/off':>7}  pair range"
+    header = f"{'off runs/s':>11} {'on runs/s':>10} {'on/off':>7}  95% interval"
     print(
         "a node, 32 gRPC clients, SQLite journal; tracing + metrics exported"
         f" ({args.slices} adjacent off/on/control triplets of {args.seconds:g} s over"
