@@ -19,13 +19,14 @@ AttributeValue = str | bool | int | float
 
 # trace id (field 1, 16 bytes) and span id (field 2, 8 bytes), big-endian as OTLP's bytes are
 _IDS = struct.Struct(">2sQQ2sQ").pack
-_PARENT = struct.Struct(">2sQ").pack  # parent span id (field 4)
+_IDS_AND_PARENT = struct.Struct(">2sQQ2sQ2sQ").pack  # and the parent span id (field 4)
 _LOW64 = 0xFFFF_FFFF_FFFF_FFFF
 _TIMESTAMPS = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8): fixed64
 _DOUBLE = struct.Struct("<d").pack
 _CACHE_LIMIT = 8192  # encoded attribute values kept in all (when full, every cache starts over)
 _KEY_LIMIT = 256  # attribute keys cached per field tag
 _CACHEABLE_CHARS = 32  # longer strings (uuids, messages, stack traces) rarely repeat
+_PREFIXED_BYTES = 255  # strings up to this many bytes reuse a prefix cached per length
 _NAME_FIELDS: dict[str, bytes] = {}
 
 SPAN_KIND_INTERNAL = 1
@@ -73,35 +74,37 @@ def key_value(key: str, value: AttributeValue) -> bytes:
 class _KeyCache:
     """The encoded `KeyValue` fields of one attribute key under one field tag. Most values repeat
     from span to span: the same object as last time (a run's id on each of its step spans,
-    attempt 1, "success") is one identity check; other short values are looked up by value.
+    attempt 1, "success") is one identity check; other short values are looked up by value; any
+    other string is its bytes behind a prefix cached by length (a task's uuid: one concatenation).
     Spans are encoded in the exporter thread and log records in the logging one, so `last` is
     one (value, encoding) tuple, replaced whole."""
 
-    __slots__ = ("by_value", "key_field", "last", "tag")
+    __slots__ = ("by_value", "key_field", "last", "prefixes", "tag")
 
     def __init__(self, tag: bytes, key: str) -> None:
         self.tag = tag
         self.key_field = field(b"\x0a", key.encode())
         self.by_value: dict[object, bytes] = {}
+        self.prefixes: dict[int, bytes] = {}  # string value's byte length → the bytes before it
         self.last: tuple[object, bytes] = (_NOTHING, b"")
 
     def encode(self, value: AttributeValue) -> bytes:
         kind = type(value)
         if kind is str:
-            cache_key: object = value
-            if len(value) > _CACHEABLE_CHARS:  # type: ignore[arg-type]
-                encoded = self._string(value)  # type: ignore[arg-type]
-                self.last = (value, encoded)
-                return encoded
-        else:
-            cache_key = (kind, value)  # True == 1 == 1.0, but each encodes differently
+            found = self.by_value.get(value)
+            if found is None:
+                found = self._string(value)  # type: ignore[arg-type]
+                if len(value) <= _CACHEABLE_CHARS:  # type: ignore[arg-type]
+                    _count_cached()
+                    self.by_value[value] = found
+            self.last = (value, found)
+            return found
+        cache_key = (kind, value)  # True == 1 == 1.0, but each encodes differently
         found = self.by_value.get(cache_key)
         if found is None:
             _count_cached()
-            found = self.by_value[cache_key] = (
-                self._string(value)  # type: ignore[arg-type]
-                if kind is str
-                else field(self.tag, self.key_field + field(b"\x12", any_value(value)))
+            found = self.by_value[cache_key] = field(
+                self.tag, self.key_field + field(b"\x12", any_value(value))
             )
         self.last = (value, found)
         return found
@@ -109,14 +112,16 @@ class _KeyCache:
     def _string(self, value: str) -> bytes:
         data = value.encode()
         size = len(data)
-        key_field = self.key_field
-        total = len(key_field) + size + 4  # + the value's two tag and two length bytes
-        if total < 0x80:  # every length fits one byte: an id
-            return b"".join(
-                (self.tag, _ONE_BYTE[total], key_field, b"\x12", _ONE_BYTE[size + 2], b"\x0a",
-                 _ONE_BYTE[size], data)
-            )  # fmt: skip
-        return field(self.tag, key_field + field(b"\x12", field(b"\x0a", data)))
+        prefix = self.prefixes.get(size)
+        if prefix is None:
+            if size > _PREFIXED_BYTES:  # messages, stack traces: rare, lengths vary
+                return field(self.tag, self.key_field + field(b"\x12", field(b"\x0a", data)))
+            string_value = b"\x0a" + varint(size)  # AnyValue.string_value's tag and length
+            value_head = b"\x12" + varint(len(string_value) + size)  # KeyValue.value's
+            inner = len(self.key_field) + len(value_head) + len(string_value) + size
+            prefix = self.tag + varint(inner) + self.key_field + value_head + string_value
+            self.prefixes[size] = prefix
+        return prefix + data
 
 
 _NOTHING = object()
@@ -172,9 +177,11 @@ def span(
     """One `Span` (kind INTERNAL) as the bytes of a `ScopeSpans.spans` entry (field 2).
 
     Called for every ended span (each step attempt, each journal write), hence the cached parts."""
+    high, low = trace_id >> 64, trace_id & _LOW64
     parts = [
-        _IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id),
-        _PARENT(b"\x22\x08", parent_span_id) if parent_span_id else b"",
+        _IDS_AND_PARENT(b"\x0a\x10", high, low, b"\x12\x08", span_id, b"\x22\x08", parent_span_id)
+        if parent_span_id
+        else _IDS(b"\x0a\x10", high, low, b"\x12\x08", span_id),
         _NAME_FIELDS.get(name) or _name_field(name),
         _TIMESTAMPS(0x39, start_ns, 0x41, end_ns),
     ]

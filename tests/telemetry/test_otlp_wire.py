@@ -232,14 +232,19 @@ def test_long_attribute_values_are_encoded_but_not_kept_in_the_cache() -> None:
 
 
 def test_cached_attribute_encodings_follow_the_value() -> None:
-    """The same key with alternating, repeated and look-alike values (True == 1 == 1.0) decodes
-    to exactly what was recorded each time."""
+    """The same key with alternating, repeated and look-alike values (True == 1 == 1.0), and
+    strings whose byte length differs from their length or outgrows one-byte lengths, decodes to
+    exactly what was recorded each time."""
     values: list[otlp_wire.AttributeValue] = [
         "s1", "s2", "s1", 1, True, 1.0, 1, "x" * 40, "y" * 40, "x" * 40, False, 0,
+        "é" * 20, "ü" * 40, "z" * 300, "z" * 299 + "é", "",
     ]  # fmt: skip
     for value in values:
         (encoded,) = otlp_wire.attributes(b"\x0a", {"k": value})
-        decoded = common_pb2.KeyValue.FromString(encoded[2:])  # after the tag and length
+        # An attributes field (tag 1) holding the KeyValue: the official classes decode it.
+        holder = common_pb2.KeyValueList.FromString(encoded)
+        assert len(holder.values) == 1
+        decoded = holder.values[0]
         kind = decoded.value.WhichOneof("value")
         got = getattr(decoded.value, kind)
         assert (type(got), got) == (type(value), value)
