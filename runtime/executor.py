@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +69,11 @@ class TaskStart:
 
 
 class RunObserver:
-    """Hooks on the life of a run tree; all no-ops here. Awaited, so a journal can be first."""
+    """Hooks on the life of a run tree; all no-ops here. Awaited, so a journal can be first.
+
+    Observers hear of a run's end (`run_completed`, `run_interrupted`) in the reverse order of
+    its start, as nested scopes close: telemetry, registered first, ends the run's span after the
+    journal's final write, which the span then covers."""
 
     async def run_started(self, run: RunExecution) -> None:
         pass
@@ -245,22 +249,37 @@ class RunExecution:
             await asyncio.gather(*(self._run_item(i) for i in range(len(self.inputs))))
         except asyncio.CancelledError:
             self.status = CANCELLED
-            for obs in self.tree.observing("run_completed"):
-                await asyncio.shield(obs.run_completed(self, CANCELLED))
+            await self._tell_ended(
+                "run_completed", lambda obs: asyncio.shield(obs.run_completed(self, CANCELLED))
+            )
             raise
         results = [r for r in self.results if r is not None]
         if len(results) < len(self.inputs):
             self.status = INTERRUPTED
-            for obs in self.tree.observing("run_interrupted"):
-                await obs.run_interrupted(self)
+            await self._tell_ended("run_interrupted", lambda obs: obs.run_interrupted(self))
             return results
         if self.tree.cancelled:
             self.status = CANCELLED
         else:
             self.status = FAILED if any(not r.ok for r in results) else COMPLETED
-        for obs in self.tree.observing("run_completed"):
-            await obs.run_completed(self, self.status)
+        status = self.status
+        await self._tell_ended("run_completed", lambda obs: obs.run_completed(self, status))
         return results
+
+    async def _tell_ended(
+        self, hook: str, notify: Callable[[RunObserver], Awaitable[None]]
+    ) -> None:
+        """Notify the observers of `hook` in reverse order (see `RunObserver`). Each hears of
+        the end even if one before it failed (a span still ends when the final journal write is
+        refused); the first failure is raised afterwards."""
+        failure: Exception | None = None
+        for obs in reversed(self.tree.observing(hook)):
+            try:
+                await notify(obs)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     # -- scheduling ---------------------------------------------------------------------------
 

@@ -650,6 +650,36 @@ async def test_attempt_hooks_pair_up_per_attempt_and_only_implemented_hooks_are_
     assert _implements(Recorder, "tasks_completed")  # through `task_completed`
 
 
+class Scope(RunObserver):
+    """Logs when it sees a root run start and end; `fail_at_end` raises from `run_completed`."""
+
+    def __init__(self, name: str, log: list[str], fail_at_end: bool = False) -> None:
+        self.name, self.log, self.fail_at_end = name, log, fail_at_end
+
+    async def run_started(self, run: RunExecution) -> None:
+        self.log.append(f"{self.name} start")
+
+    async def run_completed(self, run: RunExecution, status: str) -> None:
+        self.log.append(f"{self.name} end {status}")
+        if self.fail_at_end:
+            raise RuntimeError(f"{self.name} refused the end")
+
+
+async def test_observers_hear_of_the_end_in_reverse_order_even_if_one_fails() -> None:
+    """Nested like scopes (telemetry's run span covers the journal's final write), and an observer
+    whose end fails (a refused final write) neither hides the end from the others nor is lost."""
+    log: list[str] = []
+    outer, middle = Scope("outer", log), Scope("middle", log, fail_at_end=True)
+    flow = parse_flow({"steps": [step("s", "/probe/echo", 1)], "output": {"$step": "s"}}, "f.yaml")
+    async with Runtime(make_config(), observers=[outer, middle, Scope("inner", log)]) as runtime:
+        with pytest.raises(RuntimeError, match="middle refused the end"):
+            await asyncio.wait_for(runtime.run(flow, [None]), GUARD)
+    assert log == [
+        "outer start", "middle start", "inner start",
+        "inner end completed", "middle end completed", "outer end completed",
+    ]  # fmt: skip
+
+
 async def test_retry_gives_up_after_max_retries(h: Harness) -> None:
     flow = {
         "steps": [

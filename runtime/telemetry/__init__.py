@@ -110,7 +110,9 @@ class Telemetry:
     ) -> list[int]:
         """`store.append` inside a `journal.append` span, timed for the journal.* metrics."""
         span = None
-        parent = current_span.get()
+        # Outside a run's span (the write that creates a root run) the caller's span is the parent;
+        # without either there is no trace to join yet and the write is not traced.
+        parent = current_span.get() or incoming_traceparent.get()
         if self.tracing is not None and parent is not None:
             backend = metrics.backend_name(type(store))
             attributes: dict[str, AttributeValue] = {

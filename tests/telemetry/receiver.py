@@ -47,6 +47,8 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, Any]
     service: str
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class Receiver:
                 parent_span_id=span.parent_span_id.hex(),
                 attributes=_attributes(span.attributes),
                 service=service,
+                start_ns=span.start_time_unix_nano,
+                end_ns=span.end_time_unix_nano,
             )
             for service, span in _by_service(request.resource_spans, "scope_spans", "spans")
         ]

@@ -223,10 +223,15 @@ def test_one_trace_from_client_span_to_worker_span(
     assert execute.parent_span_id == steps["loud"].span_id
     assert execute.attributes["stepflow.task_id"] == steps["loud"].attributes["stepflow.task_id"]
     assert execute.service != "stepflow-server"  # the worker's own process and service
-    journal = by_name["journal.append"]
-    assert journal and all(s.attributes["stepflow.backend"] == "sqlite" for s in journal)
-    assert all(s.parent_span_id in {run.span_id, *(x.span_id for x in steps.values())}
-               for s in journal)  # fmt: skip
+    # Every journal write of the run is traced: the one creating the run under the client's span
+    # (the RPC it serves), the others under the run's span; the final one (the run's end) inside it.
+    journal = sorted(by_name["journal.append"], key=lambda s: s.start_ns)
+    assert all(s.attributes["stepflow.backend"] == "sqlite" for s in journal)
+    created, *during, final = journal
+    assert created.parent_span_id == client.span_id and created.end_ns <= run.start_ns
+    assert created.attributes["stepflow.events"] == 1
+    assert during and all(s.parent_span_id == run.span_id for s in [*during, final])
+    assert run.start_ns <= final.start_ns and final.end_ns <= run.end_ns
     assert sum(s.attributes["stepflow.events"] for s in journal) >= 6
 
 
