@@ -113,15 +113,12 @@ class _KeyCache:
         data = value.encode()
         size = len(data)
         prefix = self.prefixes.get(size)
-        if prefix is None:
-            if size > _PREFIXED_BYTES:  # messages, stack traces: rare, lengths vary
-                return field(self.tag, self.key_field + field(b"\x12", field(b"\x0a", data)))
-            string_value = b"\x0a" + varint(size)  # AnyValue.string_value's tag and length
-            value_head = b"\x12" + varint(len(string_value) + size)  # KeyValue.value's
-            inner = len(self.key_field) + len(value_head) + len(string_value) + size
-            prefix = self.tag + varint(inner) + self.key_field + value_head + string_value
-            self.prefixes[size] = prefix
-        return prefix + data
+        if prefix is not None:
+            return prefix + data
+        encoded = field(self.tag, self.key_field + field(b"\x12", field(b"\x0a", data)))
+        if size <= _PREFIXED_BYTES:  # longer ones (messages, stack traces) rarely share a length
+            self.prefixes[size] = encoded[: len(encoded) - size]  # all but the string's bytes
+        return encoded
 
 
 _NOTHING = object()
