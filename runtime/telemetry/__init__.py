@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import logs, metrics
-from .context import current_span, incoming_traceparent, parse_traceparent
+from .context import current_parent, current_span, incoming_traceparent, parse_traceparent
 from .settings import TelemetrySettings
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class Telemetry:
         span = None
         # Outside a run's span (the write that creates a root run) the caller's span is the parent;
         # without either there is no trace to join yet and the write is not traced.
-        parent = current_span.get() or incoming_traceparent.get()
+        parent = current_parent()
         if self.tracing is not None and parent is not None:
             backend = metrics.backend_name(type(store))
             attributes: dict[str, AttributeValue] = {
@@ -289,7 +289,7 @@ def span(
     if active is None or active.tracing is None:
         yield
         return
-    parent = parent or current_span.get() or incoming_traceparent.get()
+    parent = parent or current_parent()
     opened = active.tracing.start_child(name, parent, dict(attributes))
     previous = current_span.get()
     current_span.set(opened)

@@ -32,6 +32,12 @@ incoming_traceparent: ContextVar[str | None] = ContextVar("stepflow_traceparent"
 log_context: ContextVar[LogContext | None] = ContextVar("stepflow_log_context", default=None)
 
 
+def current_parent() -> Any:
+    """The parent of a span started here: the innermost stepflow span, else the caller's
+    traceparent (a string), else None."""
+    return current_span.get() or incoming_traceparent.get()
+
+
 def parse_traceparent(text: str | None) -> tuple[int, int, int] | None:
     """(trace id, parent span id, flags) of a version-00 W3C traceparent; None if invalid."""
     if not text:

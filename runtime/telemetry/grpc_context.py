@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from .context import current_span, incoming_traceparent, parse_traceparent
+from .context import current_span, format_traceparent, incoming_traceparent, parse_traceparent
 
 HEADER = "traceparent"
 
@@ -23,8 +23,7 @@ def outgoing_traceparent() -> str | None:
     if span is not None:
         context = span.get_span_context()
         if context.is_valid:
-            flags = int(context.trace_flags)
-            return f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"
+            return format_traceparent(context.trace_id, context.span_id, int(context.trace_flags))
     return incoming_traceparent.get()
 
 
